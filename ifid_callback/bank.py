@@ -1,0 +1,263 @@
+"""A fixed-capacity FIFO bank of flattened latents, each row with an id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_STORAGE_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype) and dtype in _STORAGE_DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _STORAGE_DTYPES:
+        return _STORAGE_DTYPES[dtype]
+    raise ValueError(f"dtype must be one of fp32, fp16, bf16 (or the torch dtypes), got {dtype!r}.")
+
+
+class LatentBank:
+    """Rolling reference set of latents for nearest-neighbour search.
+
+    Latents of any shape (B, ...) are flattened to rows of ``dim`` values and kept in a ring
+    buffer of ``capacity`` rows: once full, each new row replaces the oldest one, so the bank is
+    never staler than the last ``capacity`` insertions. Every row carries an int64 id (given by
+    the caller, e.g. a dataset index, or numbered automatically) so that a query can be kept
+    from matching itself by id rather than by distance.
+
+    Args:
+        capacity: maximum number of rows kept (>= 1).
+        dtype: storage dtype, ``"fp32"``, ``"fp16"`` or ``"bf16"``; halves memory at 16 bits.
+        device: where rows are stored (the search runs there when exact).
+
+    Example:
+        >>> bank = LatentBank(capacity=4)
+        >>> ids = bank.add(torch.randn(3, 2, 2, 2))
+        >>> len(bank), bank.dim
+        (3, 8)
+    """
+
+    def __init__(
+        self,
+        capacity: int = 50_000,
+        dtype: torch.dtype | str = "fp32",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+            raise ValueError(f"capacity must be a positive integer, got {capacity!r}.")
+        self.capacity = capacity
+        self.dtype = _resolve_dtype(dtype)
+        self.device = torch.device(device)
+        self.latent_shape: tuple[int, ...] | None = None
+        self._vectors: Tensor | None = None
+        self._ids: Tensor | None = None
+        self._size = 0
+        self._cursor = 0
+        self._next_id = 0
+        # Bumped on every change, so an index built from the bank knows when it is stale.
+        self.version = 0
+
+    # ------------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def dim(self) -> int | None:
+        """Number of values per flattened row, or None before the first ``add``."""
+        return None if self.latent_shape is None else int(torch.Size(self.latent_shape).numel())
+
+    @property
+    def vectors(self) -> Tensor:
+        """Stored rows, shape (len(bank), dim), in storage dtype (a view, do not modify)."""
+        if self._vectors is None:
+            return torch.empty(0, 0, dtype=self.dtype, device=self.device)
+        return self._vectors[: self._size]
+
+    @property
+    def ids(self) -> Tensor:
+        """Row ids, shape (len(bank),), int64, aligned with :attr:`vectors`."""
+        if self._ids is None:
+            return torch.empty(0, dtype=torch.long, device=self.device)
+        return self._ids[: self._size]
+
+    def latents(self) -> Tensor:
+        """Stored rows reshaped to the latent shape, (len(bank), *latent_shape)."""
+        if self.latent_shape is None:
+            raise ValueError("The bank is empty; add latents first.")
+        return self.vectors.reshape(len(self), *self.latent_shape)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the row storage (allocated for the full capacity on first add)."""
+        if self._vectors is None:
+            return 0
+        return self._vectors.numel() * self._vectors.element_size() + self._ids.numel() * 8
+
+    # ------------------------------------------------------------------ updates
+    def add(self, latents: Tensor, ids: Tensor | None = None) -> Tensor:
+        """Insert a batch of latents, overwriting the oldest rows once full.
+
+        Args:
+            latents: (B, ...) floating tensor; every batch must have the same per-sample shape.
+            ids: optional (B,) integer ids. When omitted, ids are numbered from a counter that is
+                unique across ranks under torch.distributed (``count * world_size + rank``).
+
+        Returns:
+            The (B,) int64 ids of the inserted rows.
+        """
+        if not isinstance(latents, Tensor) or not latents.is_floating_point():
+            raise TypeError(
+                f"latents must be a floating-point tensor, got {type(latents).__name__}."
+            )
+        if latents.ndim < 2 or latents.shape[0] == 0:
+            raise ValueError(
+                f"latents must be a non-empty batch of shape (B, ...), got {tuple(latents.shape)}."
+            )
+        shape = tuple(latents.shape[1:])
+        if self.latent_shape is not None and shape != self.latent_shape:
+            raise ValueError(
+                f"latents have per-sample shape {shape} but the bank holds {self.latent_shape}; "
+                "use one bank per latent shape."
+            )
+        batch = latents.shape[0]
+        flat = latents.detach().reshape(batch, -1)
+        if not torch.isfinite(flat).all():
+            raise ValueError("latents contain NaN or Inf; the encoder output is not finite.")
+        if ids is None:
+            world, rank = _world_and_rank()
+            counters = torch.arange(self._next_id, self._next_id + batch, dtype=torch.long)
+            new_ids = counters * world + rank
+        else:
+            new_ids = torch.as_tensor(ids).detach().reshape(-1)
+            if new_ids.dtype.is_floating_point or new_ids.dtype == torch.bool:
+                raise TypeError(f"ids must be integers, got dtype {new_ids.dtype}.")
+            if new_ids.numel() != batch:
+                raise ValueError(
+                    f"got {new_ids.numel()} ids for {batch} latents; pass one id per latent."
+                )
+            new_ids = new_ids.to(torch.long)
+        # All checks passed: from here on the bank changes.
+        if self._vectors is None:
+            self.latent_shape = shape
+            self._vectors = torch.empty(
+                self.capacity, flat.shape[1], dtype=self.dtype, device=self.device
+            )
+            self._ids = torch.empty(self.capacity, dtype=torch.long, device=self.device)
+        flat = flat.to(self.device, self.dtype)
+        new_ids_dev = new_ids.to(self.device)
+        if batch >= self.capacity:  # only the newest `capacity` rows survive
+            flat, new_ids_dev = flat[-self.capacity :], new_ids_dev[-self.capacity :]
+        n = flat.shape[0]
+        pos = (self._cursor + torch.arange(n, device=self.device)) % self.capacity
+        self._vectors[pos] = flat
+        self._ids[pos] = new_ids_dev
+        self._cursor = (self._cursor + n) % self.capacity
+        self._size = min(self.capacity, self._size + n)
+        if ids is None:
+            self._next_id += batch
+        self.version += 1
+        return new_ids
+
+    def clear(self) -> None:
+        """Remove all rows (capacity, dtype and device are kept)."""
+        self.latent_shape = None
+        self._vectors = self._ids = None
+        self._size = self._cursor = 0
+        self.version += 1
+
+    # ------------------------------------------------------------------ distributed
+    def gather(self) -> tuple[Tensor, Tensor]:
+        """Rows and ids of the banks of all ranks, concatenated in rank order.
+
+        Without an initialised process group this returns this bank's own rows. Banks may hold
+        different numbers of rows on different ranks. Collective: every rank must call it.
+
+        Returns:
+            ``(vectors (N_total, dim), ids (N_total,))`` on this bank's device.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self.vectors.clone(), self.ids.clone()
+        if self.dim is None:
+            raise ValueError("Cannot gather an empty bank: add latents on every rank first.")
+        world = torch.distributed.get_world_size()
+        comm_device = _comm_device(self.device)
+        size = torch.tensor([len(self)], device=comm_device)
+        sizes = [torch.zeros_like(size) for _ in range(world)]
+        torch.distributed.all_gather(sizes, size)
+        max_size = int(max(int(s) for s in sizes))
+        # all_gather needs equal shapes: pad, gather, then trim each rank's block.
+        vec = torch.zeros(max_size, self.dim, dtype=torch.float32, device=comm_device)
+        idx = torch.zeros(max_size, dtype=torch.long, device=comm_device)
+        vec[: len(self)] = self.vectors.to(comm_device, torch.float32)
+        idx[: len(self)] = self.ids.to(comm_device)
+        vecs = [torch.zeros_like(vec) for _ in range(world)]
+        idxs = [torch.zeros_like(idx) for _ in range(world)]
+        torch.distributed.all_gather(vecs, vec)
+        torch.distributed.all_gather(idxs, idx)
+        out_v = torch.cat([v[: int(s)] for v, s in zip(vecs, sizes)]).to(self.device, self.dtype)
+        out_i = torch.cat([i[: int(s)] for i, s in zip(idxs, sizes)]).to(self.device)
+        return out_v, out_i
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: rows in insertion order, ids and counters (CPU tensors)."""
+        order = self._insertion_order()
+        return {
+            "capacity": self.capacity,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "latent_shape": list(self.latent_shape) if self.latent_shape is not None else None,
+            "vectors": self.vectors[order].cpu() if len(self) else torch.empty(0),
+            "ids": self.ids[order].cpu() if len(self) else torch.empty(0, dtype=torch.long),
+            "next_id": self._next_id,
+            "version": self.version,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; the capacity of ``state`` replaces this bank's."""
+        missing = {"capacity", "vectors", "ids"} - set(state)
+        if missing:
+            raise ValueError(f"LatentBank state is missing keys {sorted(missing)}.")
+        capacity = int(state["capacity"])
+        dtype = _resolve_dtype(state.get("dtype", "float32"))
+        vectors, ids = state["vectors"], state["ids"]
+        shape = state.get("latent_shape")
+        fresh = LatentBank(capacity, dtype, self.device)
+        if len(ids):
+            fresh.add(vectors.reshape(len(ids), *(shape or [vectors.shape[1]])), ids=ids)
+        fresh._next_id = int(state.get("next_id", len(ids)))
+        fresh.version = int(state.get("version", 0)) + 1
+        self.__dict__.update(fresh.__dict__)
+
+    def _insertion_order(self) -> Tensor:
+        if self._size < self.capacity:
+            return torch.arange(self._size, device=self.device)
+        return (self._cursor + torch.arange(self.capacity, device=self.device)) % self.capacity
+
+    def __repr__(self) -> str:
+        return (
+            f"LatentBank(size={len(self)}, capacity={self.capacity}, dim={self.dim}, "
+            f"dtype={str(self.dtype).replace('torch.', '')}, device={self.device})"
+        )
+
+
+def _world_and_rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _comm_device(device: torch.device) -> torch.device:
+    backend = torch.distributed.get_backend()
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if backend == "nccl"
+        else torch.device("cpu")
+    )

@@ -1,0 +1,98 @@
+"""Latent interpolation: linear, spherical (slerp) and spatial mask mixing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+InterpolationMethod = Literal["linear", "slerp", "mask"]
+INTERPOLATIONS: tuple[str, ...] = ("linear", "slerp", "mask")
+
+# Below this sin(theta) the two directions are (anti)parallel and slerp's weights are 0/0.
+_SLERP_EPS = 1e-6
+
+
+def interpolate(
+    z: Tensor,
+    z_nn: Tensor,
+    method: InterpolationMethod = "slerp",
+    alpha: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Interpolate each latent towards its neighbour.
+
+    Args:
+        z: latents, shape (B, ...), any floating dtype.
+        z_nn: neighbour latents, same shape, dtype and device as ``z``.
+        method: ``"linear"`` gives ``(1 - alpha) * z + alpha * z_nn``. ``"slerp"`` interpolates
+            the per-sample flattened vectors along the great circle: the angle comes from the
+            normalised vectors, the weights ``sin((1-alpha) theta) / sin(theta)`` and
+            ``sin(alpha theta) / sin(theta)`` are applied to the un-normalised vectors, and it
+            falls back to linear where ``sin(theta) < 1e-6`` (parallel or opposite vectors).
+            ``"mask"`` takes ``round(alpha * P)`` of the P spatial positions from the neighbour
+            (all channels of a position together; for (B, D) latents each entry is a position),
+            chosen at random per sample with ``generator``.
+        alpha: interpolation weight in [0, 1]; 0 returns ``z``, 1 returns ``z_nn``.
+        generator: random source for ``"mask"``; unused by the other methods.
+
+    Returns:
+        Interpolated latents with the shape, dtype and device of ``z``.
+    """
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {method!r}.")
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+    if z.shape != z_nn.shape:
+        raise ValueError(
+            f"z and z_nn must have the same shape, got {tuple(z.shape)} and {tuple(z_nn.shape)}."
+        )
+    if z.dtype != z_nn.dtype or z.device != z_nn.device:
+        raise ValueError(
+            f"z and z_nn must share dtype and device, got {z.dtype}/{z.device} and "
+            f"{z_nn.dtype}/{z_nn.device}; convert one with .to()."
+        )
+    if z.ndim < 2:
+        raise ValueError(f"latents must be batched, shape (B, ...), got {tuple(z.shape)}.")
+    if method == "linear":
+        return torch.lerp(z, z_nn, alpha)
+    if method == "slerp":
+        return _slerp(z, z_nn, alpha)
+    return _mask_mix(z, z_nn, alpha, generator)
+
+
+def _slerp(z: Tensor, z_nn: Tensor, alpha: float) -> Tensor:
+    work = torch.float64 if z.dtype == torch.float64 else torch.float32
+    a = z.reshape(z.shape[0], -1).to(work)
+    b = z_nn.reshape(z.shape[0], -1).to(work)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).clamp(-1.0, 1.0)
+    theta = torch.arccos(cos)
+    sin_theta = torch.sin(theta)
+    degenerate = sin_theta < _SLERP_EPS
+    safe_sin = torch.where(degenerate, torch.ones_like(sin_theta), sin_theta)
+    w0 = torch.where(
+        degenerate, torch.full_like(theta, 1.0 - alpha), torch.sin((1 - alpha) * theta) / safe_sin
+    )
+    w1 = torch.where(degenerate, torch.full_like(theta, alpha), torch.sin(alpha * theta) / safe_sin)
+    out = w0[:, None] * a + w1[:, None] * b
+    return out.reshape(z.shape).to(z.dtype)
+
+
+def _mask_mix(z: Tensor, z_nn: Tensor, alpha: float, generator: torch.Generator | None) -> Tensor:
+    batch = z.shape[0]
+    # Positions are the spatial sites of (B, C, *spatial) latents, or entries of (B, D) vectors.
+    spatial = z.shape[2:] if z.ndim > 2 else z.shape[1:]
+    positions = int(torch.Size(spatial).numel())
+    taken = int(round(alpha * positions))
+    scores = torch.rand(batch, positions, generator=generator, device="cpu")
+    order = scores.argsort(dim=1)
+    mask = torch.zeros(batch, positions, dtype=torch.bool)
+    mask.scatter_(1, order[:, :taken], True)
+    mask = mask.to(z.device)
+    if z.ndim > 2:
+        mask = mask.reshape(batch, 1, *spatial)
+    else:
+        mask = mask.reshape(z.shape)
+    return torch.where(mask, z_nn, z)
