@@ -1,0 +1,59 @@
+"""Small deterministic stand-ins shared by the tests: a VAE and a feature network."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def encode(x: torch.Tensor) -> torch.Tensor:
+    """A parameter-free 'encoder': 2x average pooling, (B, C, H, W) -> (B, C, H/2, W/2)."""
+    return F.avg_pool2d(x, 2)
+
+
+def decode(z: torch.Tensor) -> torch.Tensor:
+    """The matching 'decoder': nearest 2x upsampling."""
+    return F.interpolate(z, scale_factor=2, mode="nearest")
+
+
+class RandomFeatures(nn.Module):
+    """A fixed random projection of flattened images followed by tanh: (B, C, H, W) -> (B, d)."""
+
+    def __init__(self, in_dim: int, num_features: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(in_dim, num_features, generator=g) / in_dim**0.5)
+        self.num_features = num_features
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.tanh(x.reshape(x.shape[0], -1).double() @ self.weight.double()).float()
+
+
+def smooth_images(n: int, c: int = 3, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """Random smooth images in [-1, 1], shape (n, c, size, size)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, c, size // 2, size // 2, generator=g) * 2 - 1
+    x = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+
+
+def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Reference FID between two (N, d) feature sets with numpy/scipy only."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = np.real(scipy.linalg.sqrtm(s1 @ s2))
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def numpy_slerp(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """Reference slerp of two flat vectors, written independently of the library."""
+    cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    theta = np.arccos(np.clip(cos, -1, 1))
+    if np.sin(theta) < 1e-6:
+        return (1 - alpha) * a + alpha * b
+    return (np.sin((1 - alpha) * theta) * a + np.sin(alpha * theta) * b) / np.sin(theta)
