@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 __all__ = [
     "PHOTOS",
     "EmbeddedPatches",
+    "IMAGE_EXTENSIONS",
     "ImageFolder",
     "PhotoSource",
     "save_image_folder",
@@ -182,7 +183,7 @@ def _cut_region(
     patches = np.ascontiguousarray(windows[yy, xx].transpose(0, 2, 3, 1))
     if min_std > 0:
         # std in [-1, 1] units is twice the std in [0, 1] units.
-        std = patches.reshape(len(patches), -1).std(axis=1) * (2.0 / 255.0)
+        std = patches.reshape(len(patches), -1).std(axis=1, dtype=np.float32) * (2.0 / 255.0)
         keep = std >= min_std
         patches, yy, xx = patches[keep], yy[keep], xx[keep]
     sy = region.shape[0] / scaled.shape[0]
