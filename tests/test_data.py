@@ -369,3 +369,18 @@ def test_save_image_folder_rejects_bad_input(tmp_path, images, error, match):
     with pytest.raises(error, match=match):
         save_image_folder(images, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_packages_are_skipped_with_a_warning_or_a_clear_error(monkeypatch):
+    real_path = data.PhotoSource.path
+
+    def without_matplotlib(self):
+        return None if self.package == "matplotlib" else real_path(self)
+
+    monkeypatch.setattr(data.PhotoSource, "path", without_matplotlib)
+    with pytest.warns(UserWarning, match="grace_hopper"):
+        ds = EmbeddedPatches("val", 64)
+    assert "grace_hopper" not in [s.name for s in ds.sources]
+    monkeypatch.setattr(data.PhotoSource, "path", lambda self: None)
+    with pytest.raises(RuntimeError, match="install scikit-image and matplotlib"):
+        EmbeddedPatches("val", 64)
