@@ -1,0 +1,41 @@
+"""Offline diffusion probes: SiT models trained on a VAE's latents to measure its gFID.
+
+Names are imported lazily, so ``import ifid_callback.probes`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SIT_SIZES": "sit",
+    "LatentNormalizer": "sit",
+    "SiT": "sit",
+    "SiTConfig": "sit",
+    "ProbeTrainConfig": "train",
+    "TrainedProbe": "train",
+    "flow_matching_loss": "train",
+    "resolve_time_shift": "train",
+    "train_probe": "train",
+    "decode_in_batches": "sampling",
+    "sample": "sampling",
+    "save_image_grid": "sampling",
+    "time_grid": "sampling",
+    "time_shift": "sampling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
