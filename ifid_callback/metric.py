@@ -1,0 +1,527 @@
+"""The InterpolatedFID metric: iFID and rFID of a VAE from one pass over the query images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from ifid_callback.bank import LatentBank
+from ifid_callback.features import feature_dim, resolve_feature
+from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
+from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
+from ifid_callback.functional.neighbors import pick_neighbor
+from ifid_callback.index import NeighborIndex
+from ifid_callback.vae import VAEAdapter
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The official protocol: posterior sample, top-10 neighbours, one picked with softmax(-d).
+    "paper": {
+        "sample_posterior": True,
+        "k": 10,
+        "pick": "softmax",
+        "interpolation": "slerp",
+        "alpha": 0.5,
+    },
+}
+_DISTANCES = ("cosine", "sqeuclidean")
+_PICKS = ("uniform", "softmax")
+
+
+class InterpolatedFID(Metric):
+    r"""Interpolated FID (iFID) and reconstruction FID (rFID) of a VAE.
+
+    For each query image :math:`x` with latent :math:`z = E(x)`, the metric finds the nearest
+    neighbour :math:`n` of :math:`z` in a reference bank of latents (never :math:`z` itself),
+    forms :math:`\hat z = \mathrm{interp}(z, n; \alpha)` and decodes it. iFID is the FID between
+    the real query images and the decoded interpolants; rFID is the FID between the real images and
+    the reconstructions :math:`D(z)`, which are decoded in the same batched call.
+
+    States are float64 feature sums, outer-product sums and counts (``dist_reduce_fx="sum"``), so
+    DDP synchronisation is exact and memory is constant in the number of images; each rank
+    processes only its own queries. The feature network is not part of ``state_dict``.
+
+    Args:
+        encoder: callable images (B, C, H, W) -> latents or a posterior (see :class:`VAEAdapter`).
+        decoder: callable latents -> images (B, C, H, W) in ``input_range`` (clamped).
+        vae: instead of encoder/decoder, an object with ``encode``/``decode`` such as
+            ``diffusers.AutoencoderKL``, ``AutoencoderTiny``, ``AutoencoderDC`` or ``VQModel``.
+        feature: ``"inception"`` for the standard FID Inception-v3 pool3 features (2048-d, offline
+            weights), or an ``nn.Module`` mapping images in ``input_range`` to (B, d).
+        interpolation: ``"slerp"`` (default), ``"linear"`` or ``"mask"``.
+        alpha: interpolation weight in [0, 1]; 0 gives iFID == rFID.
+        k: number of nearest neighbours to pick one from (k > 1: a seeded random pick).
+        pick: how to pick among k: ``"uniform"`` or ``"softmax"`` over -distance.
+        bank: a :class:`LatentBank` of reference latents, or None to use the query images
+            themselves as the reference (all latents are kept until ``compute``; self excluded).
+        index: nearest-neighbour index: ``"auto"``, ``"exact"``, a faiss kind (``"ivf"``,
+            ``"hnsw"``, ...) or a faiss factory string (see :class:`NeighborIndex`).
+        distance: ``"cosine"`` or ``"sqeuclidean"``; default cosine for slerp/mask, squared L2 for
+            linear.
+        compute_rfid: also compute rFID (one batched decode of 2B latents instead of B).
+        input_range: (low, high) value range of the images; decodes are clamped to it.
+        sample_posterior: use a posterior sample instead of its mean.
+        preset: ``"paper"`` sets the official protocol (posterior sample, k=10, softmax pick).
+        reset_real_features: when False, real-image statistics are computed on the first round
+            only and kept across ``reset()`` (later updates skip the real feature pass).
+        seed: seed of the random choices (posterior sampling, mask positions, top-k pick).
+        range_tolerance: how far outside ``input_range`` input images may stray before an error.
+        auto_refresh_index: rebuild the neighbour index whenever the bank changed since it was
+            built; when False, call :meth:`refresh_index` yourself (a training monitor does).
+        num_features: dimension d of a custom feature module's output, when the module has no
+            ``num_features`` attribute (otherwise found by one forward pass on (1, 3, 64, 64)).
+
+    Example:
+        >>> metric = InterpolatedFID(vae=vae, bank=bank)  # doctest: +SKIP
+        >>> metric.update(images)                           # doctest: +SKIP
+        >>> metric.compute()                                # doctest: +SKIP
+        {'ifid': tensor(...), 'rfid': tensor(...)}
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+    plot_lower_bound = 0.0
+
+    def __init__(
+        self,
+        encoder: Callable[[Tensor], Any] | None = None,
+        decoder: Callable[[Tensor], Any] | None = None,
+        *,
+        vae: Any = None,
+        feature: str | torch.nn.Module = "inception",
+        interpolation: str = "slerp",
+        alpha: float = 0.5,
+        k: int = 1,
+        pick: str = "uniform",
+        bank: LatentBank | None = None,
+        index: str = "auto",
+        distance: str | None = None,
+        compute_rfid: bool = True,
+        input_range: tuple[float, float] = (-1.0, 1.0),
+        sample_posterior: bool = False,
+        preset: str | None = None,
+        reset_real_features: bool = True,
+        seed: int = 0,
+        range_tolerance: float = 1e-3,
+        auto_refresh_index: bool = True,
+        num_features: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ValueError(
+                    f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}."
+                )
+            settings = PRESETS[preset]
+            sample_posterior, k, pick = (
+                settings["sample_posterior"],
+                settings["k"],
+                settings["pick"],
+            )
+            interpolation, alpha = settings["interpolation"], settings["alpha"]
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}."
+            )
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        if pick not in _PICKS:
+            raise ValueError(f"pick must be one of {_PICKS}, got {pick!r}.")
+        if distance is None:
+            distance = "sqeuclidean" if interpolation == "linear" else "cosine"
+        if distance not in _DISTANCES:
+            raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+        if bank is not None and not isinstance(bank, LatentBank):
+            raise TypeError(f"bank must be a LatentBank or None, got {type(bank).__name__}.")
+        low, high = (float(v) for v in input_range)
+        if not low < high:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}.")
+        if not isinstance(reset_real_features, bool):
+            raise ValueError("reset_real_features must be a bool.")
+
+        self.vae = VAEAdapter(
+            vae=vae, encoder=encoder, decoder=decoder, sample_posterior=sample_posterior
+        )
+        self.feature_net = resolve_feature(feature, (low, high))
+        self.interpolation = interpolation
+        self.alpha = float(alpha)
+        self.k = k
+        self.pick = pick
+        self.bank = bank
+        self.index = index
+        self.distance = distance
+        self.compute_rfid = bool(compute_rfid)
+        self.input_range = (low, high)
+        self.preset = preset
+        self.reset_real_features = reset_real_features
+        self.seed = int(seed)
+        self.range_tolerance = float(range_tolerance)
+        self.auto_refresh_index = bool(auto_refresh_index)
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._channels: int | None = None
+        self._real_cached = False
+        self._index: NeighborIndex | None = None
+        self._index_version = -1
+        self._ref_vectors: Tensor | None = None
+        self._ref_order: Tensor | None = None
+        self._ref_sorted_ids: Tensor | None = None
+
+        d = num_features or _feature_dim(self.feature_net)
+        self.num_features = d
+        for name in ("real", "interp", "recon"):
+            self.add_state(
+                f"{name}_features_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum"
+            )
+            self.add_state(
+                f"{name}_features_cov_sum",
+                torch.zeros(d, d, dtype=torch.float64),
+                dist_reduce_fx="sum",
+            )
+            self.add_state(
+                f"{name}_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum"
+            )
+        # Only used without a bank: the queries are their own reference, searched at compute().
+        self.add_state("query_latents", [], dist_reduce_fx="cat")
+        # Keep the feature network's weights out of checkpoints of whatever holds this metric.
+        self._register_state_dict_hook(_drop_feature_net_keys)
+        self.register_load_state_dict_post_hook(_ignore_missing_feature_net_keys)
+
+    # ------------------------------------------------------------------ torchmetrics API
+    def update(self, images: Tensor, ids: Tensor | None = None) -> None:
+        """Encode a batch of query images, interpolate with their neighbours, decode, accumulate.
+
+        Args:
+            images: (B, C, H, W) float images in ``input_range``, on the metric's device.
+            ids: optional (B,) int64 ids of these images in the bank, so that a bank that
+                contains the queries never returns a query as its own neighbour.
+        """
+        self._check_images(images)
+        if ids is not None:
+            ids = torch.as_tensor(ids).reshape(-1).to(torch.long)
+            if ids.numel() != images.shape[0]:
+                raise ValueError(
+                    f"got {ids.numel()} ids for {images.shape[0]} images; pass one id per image."
+                )
+        with torch.no_grad():
+            z = self._encode(images)
+            # Everything below is computed before any state changes, so a failure leaves it intact.
+            new: dict[str, Tensor] = {}
+            if not self._real_cached:
+                new.update(self._feature_sums("real", self._features(images)))
+            if self.bank is None:
+                self._accumulate(new)
+                self.query_latents.append(z.detach().to(torch.float32).reshape(z.shape[0], -1))
+                self._latent_shape = tuple(z.shape[1:])
+                return
+            z_nn, _ = self.neighbors(z, exclude=ids)
+            new.update(self._decode_and_featurize(z, z_nn, self._generator))
+        self._accumulate(new)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}``.
+
+        Values are float64 scalars (``"rfid"`` only with ``compute_rfid``). Raises when fewer than
+        two images were seen.
+        """
+        if int(self.real_num_samples) < 2:
+            raise ValueError(
+                f"iFID needs at least 2 query images, got {int(self.real_num_samples)}; call "
+                "update() with more images before compute()."
+            )
+        sums = {
+            key: getattr(self, key)
+            for key in self._defaults
+            if key.startswith(("interp_", "recon_"))
+        }
+        if self.bank is None:
+            sums = self._compute_self_reference(sums)
+        mu_r, sigma_r = gaussian_statistics(
+            self.real_features_sum, self.real_features_cov_sum, self.real_num_samples
+        )
+        if not self.reset_real_features:
+            self._real_cached = True
+        out = {}
+        mu_i, sigma_i = gaussian_statistics(
+            sums["interp_features_sum"], sums["interp_features_cov_sum"], sums["interp_num_samples"]
+        )
+        out["ifid"] = frechet_distance(mu_r, sigma_r, mu_i, sigma_i)
+        if self.compute_rfid:
+            mu_c, sigma_c = gaussian_statistics(
+                sums["recon_features_sum"],
+                sums["recon_features_cov_sum"],
+                sums["recon_num_samples"],
+            )
+            out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c)
+        return out
+
+    def reset(self) -> None:
+        """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
+        if self.reset_real_features or not self._real_cached:
+            super().reset()
+            self._real_cached = False
+            return
+        kept = {
+            key: getattr(self, key)
+            for key in ("real_features_sum", "real_features_cov_sum", "real_num_samples")
+        }
+        super().reset()
+        for key, value in kept.items():
+            setattr(self, key, value)
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        """Calling the metric accumulates like :meth:`update`; a per-batch FID is not meaningful."""
+        self.update(*args, **kwargs)
+
+    # ------------------------------------------------------------------ neighbours
+    def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> None:
+        """(Re)build the neighbour index from the bank, or from given (N, D) vectors and ids.
+
+        The index keeps its own snapshot of the reference rows, so later bank insertions do not
+        change what a built index returns until the next refresh.
+        """
+        if vectors is None:
+            if self.bank is None:
+                raise ValueError("This metric has no bank; pass vectors= to refresh_index().")
+            if len(self.bank) == 0:
+                raise ValueError(
+                    "The latent bank is empty: add reference latents with bank.add(latents) "
+                    "before evaluating iFID."
+                )
+            vectors, ids = self.bank.vectors.clone(), self.bank.ids.clone()
+            version = self.bank.version
+        else:
+            version = -1
+            if ids is None:
+                ids = torch.arange(vectors.shape[0], device=vectors.device)
+        if vectors.shape[0] < 1:
+            raise ValueError("The reference set is empty; add latents first.")
+        index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
+        index.build(vectors, ids)
+        order = ids.argsort()
+        self._index, self._index_version = index, version
+        self._ref_vectors, self._ref_order, self._ref_sorted_ids = vectors, order, ids[order]
+
+    def neighbors(
+        self, z: Tensor, exclude: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Nearest reference latent of each latent in ``z`` (one of k, picked when k > 1).
+
+        Args:
+            z: latents (B, ...), flattened per sample for the search.
+            exclude: optional (B,) ids that each latent must not be matched to (itself).
+            generator: random source for the top-k pick (default: the metric's seeded one).
+
+        Returns:
+            ``(z_nn, ids)``: neighbour latents shaped and typed like ``z``, and their (B,) ids.
+        """
+        if self.bank is not None and (
+            self._index is None
+            or (self.auto_refresh_index and self._index_version != self.bank.version)
+        ):
+            if len(self.bank) == 0:
+                raise ValueError(
+                    "The latent bank is empty: add reference latents with bank.add(latents) "
+                    "before evaluating iFID."
+                )
+            if self.bank.latent_shape != tuple(z.shape[1:]):
+                raise ValueError(
+                    f"The bank holds latents of shape {self.bank.latent_shape} but the encoder "
+                    f"returns {tuple(z.shape[1:])}; fill the bank with this VAE's latents."
+                )
+            self.refresh_index()
+        if self._index is None:
+            raise ValueError("No neighbour index: call refresh_index() first.")
+        flat = z.reshape(z.shape[0], -1)
+        if flat.shape[1] != self._ref_vectors.shape[1]:
+            raise ValueError(
+                f"Latents have {flat.shape[1]} values per sample but the reference has "
+                f"{self._ref_vectors.shape[1]}; use a bank filled by the same encoder."
+            )
+        available = len(self._index) - (1 if exclude is not None else 0)
+        if self.k > available:
+            raise ValueError(
+                f"k={self.k} neighbours requested but the reference holds only {available} "
+                "candidates per query; lower k or add more latents to the bank."
+            )
+        dist, found = self._index.search(flat, k=self.k, exclude=exclude)
+        if self.k > 1:
+            choice = pick_neighbor(
+                dist.cpu(), found.cpu(), pick=self.pick, generator=generator or self._generator
+            )
+        else:
+            choice = found[:, 0].cpu()
+        ref_ids = self._ref_sorted_ids.cpu()
+        pos = self._ref_order.cpu()[torch.searchsorted(ref_ids, choice).clamp_max(len(ref_ids) - 1)]
+        z_nn = (
+            self._ref_vectors[pos.to(self._ref_vectors.device)]
+            .to(z.device, z.dtype)
+            .reshape(z.shape)
+        )
+        return z_nn, choice
+
+    # ------------------------------------------------------------------ internals
+    def _check_images(self, images: Tensor) -> None:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}.")
+        if images.shape[0] == 0:
+            raise ValueError("images is an empty batch.")
+        if not images.is_floating_point():
+            raise TypeError(
+                f"images must be floating point in input_range={self.input_range}, got "
+                f"{images.dtype}; convert uint8 images with images.float() / 127.5 - 1."
+            )
+        if self._channels is not None and images.shape[1] != self._channels:
+            raise ValueError(
+                f"images have {images.shape[1]} channels but earlier batches had {self._channels}."
+            )
+        if images.device != self.device:
+            raise ValueError(
+                f"images are on {images.device} but the metric is on {self.device}; move the metric "
+                f"with metric.to({str(images.device)!r})."
+            )
+        vae_device = self.vae.device()
+        if vae_device is not None and vae_device != images.device:
+            raise ValueError(
+                f"images are on {images.device} but the VAE is on {vae_device}; move one of them."
+            )
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or Inf.")
+        low, high = self.input_range
+        lo, hi = float(images.min()), float(images.max())
+        if lo < low - self.range_tolerance or hi > high + self.range_tolerance:
+            raise ValueError(
+                f"images span [{lo:.4g}, {hi:.4g}] but input_range is {self.input_range}; rescale "
+                "them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
+            )
+        self._channels = images.shape[1]
+
+    def _encode(self, images: Tensor) -> Tensor:
+        z = self.vae.encode(
+            images, generator=self._generator if self.vae.sample_posterior else None
+        )
+        if not isinstance(z, Tensor) or z.ndim < 2 or z.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"The encoder must return one latent per image, shape (B, ...); got "
+                f"{getattr(z, 'shape', type(z).__name__)} for {images.shape[0]} images."
+            )
+        if not torch.isfinite(z).all():
+            raise ValueError(
+                "The encoder returned NaN or Inf latents; check the VAE's weights and inputs."
+            )
+        return z
+
+    def _decode(self, z: Tensor) -> Tensor:
+        x = self.vae.decode(z)
+        if x.ndim != 4 or x.shape[0] != z.shape[0]:
+            raise ValueError(f"The decoder must return images (B, C, H, W); got {tuple(x.shape)}.")
+        if self._channels is not None and x.shape[1] != self._channels:
+            raise ValueError(
+                f"The decoder returns {x.shape[1]} channels but the images have {self._channels}."
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError("The decoder returned NaN or Inf; check the VAE's weights.")
+        return x.clamp(*self.input_range)
+
+    def _features(self, images: Tensor) -> Tensor:
+        f = self.feature_net(images)
+        if f.ndim != 2 or f.shape != (images.shape[0], self.num_features):
+            raise ValueError(
+                f"The feature network must return (B, {self.num_features}); got {tuple(f.shape)}."
+            )
+        if not torch.isfinite(f).all():
+            raise ValueError("The feature network returned NaN or Inf.")
+        return f.to(torch.float64)
+
+    def _decode_and_featurize(
+        self, z: Tensor, z_nn: Tensor, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """Decode [z, interpolant] in one call, extract features in one pass, return the sums."""
+        z_hat = interpolate(z, z_nn, self.interpolation, self.alpha, generator=generator)
+        batch = z.shape[0]
+        latents = torch.cat([z, z_hat]) if self.compute_rfid else z_hat
+        feats = self._features(self._decode(latents))
+        sums = self._feature_sums("interp", feats[-batch:])
+        if self.compute_rfid:
+            sums.update(self._feature_sums("recon", feats[:batch]))
+        return sums
+
+    @staticmethod
+    def _feature_sums(name: str, f: Tensor) -> dict[str, Tensor]:
+        return {
+            f"{name}_features_sum": f.sum(0),
+            f"{name}_features_cov_sum": f.T @ f,
+            f"{name}_num_samples": torch.tensor(f.shape[0], dtype=torch.long, device=f.device),
+        }
+
+    def _accumulate(self, new: dict[str, Tensor]) -> None:
+        for key, value in new.items():
+            setattr(self, key, getattr(self, key) + value.to(self.device))
+
+    def _compute_self_reference(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
+        """bank=None: search all queries among all queries (self excluded), sharded over ranks."""
+        latents = self.query_latents
+        if isinstance(latents, list):
+            latents = torch.cat(latents) if latents else torch.empty(0)
+        n = latents.shape[0]
+        if n < 2:
+            raise ValueError(
+                f"Without a bank the queries are their own reference; need >= 2, got {n}."
+            )
+        shape = getattr(self, "_latent_shape", (latents.shape[1],))
+        ids = torch.arange(n, device=latents.device)
+        self.refresh_index(latents, ids)
+        world, rank = 1, 0
+        if (
+            self._is_synced
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        chunk = 64
+        partial = {key: torch.zeros_like(value) for key, value in sums.items()}
+        # Chunk c goes to rank c % world with its own seed: results do not depend on world size.
+        for c, start in enumerate(range(0, n, chunk)):
+            if c % world != rank:
+                continue
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + c)
+            z = latents[start : start + chunk].to(self.device).reshape(-1, *shape)
+            z_nn, _ = self.neighbors(z, exclude=ids[start : start + chunk], generator=gen)
+            for key, value in self._decode_and_featurize(z, z_nn, gen).items():
+                partial[key] = partial[key] + value.to(partial[key].device)
+        if world > 1:
+            for value in partial.values():
+                torch.distributed.all_reduce(value)
+        self._index = None
+        return partial
+
+
+def _feature_dim(net: torch.nn.Module) -> int:
+    try:
+        return feature_dim(net, (1, 3, 64, 64))
+    except Exception as exc:  # any failure of the probe forward pass means: ask the user
+        raise ValueError(
+            "Cannot tell the feature dimension of the feature module: give it a `num_features` "
+            f"attribute or pass num_features= to InterpolatedFID ({exc})."
+        ) from exc
+
+
+def _drop_feature_net_keys(
+    module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: Any
+) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "feature_net.")]:
+        del state_dict[key]
+
+
+def _ignore_missing_feature_net_keys(module: torch.nn.Module, incompatible_keys: Any) -> None:
+    missing = incompatible_keys.missing_keys
+    for key in [k for k in missing if ".feature_net." in f".{k}" or k.startswith("feature_net.")]:
+        missing.remove(key)
