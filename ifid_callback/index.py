@@ -299,6 +299,7 @@ class NeighborIndex:
             if pq is not None:
                 pq.cp.niter = _KMEANS_ITERS
                 pq.cp.seed = self.seed
+                pq.cp.min_points_per_centroid = 1  # small banks: fewer points than 39 * 256
         hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
         if hnsw is not None:
             hnsw.efSearch = max(self.nprobe or 64, 16)
