@@ -1,0 +1,22 @@
+"""Pure functions of the metric: interpolation, nearest neighbours and Fréchet distance.
+
+Each step of iFID can be called on its own::
+
+    z_nn = bank[nearest_neighbors(z, bank, distance="cosine")[1][:, 0]]
+    z_hat = interpolate(z, z_nn, "slerp", alpha=0.5)
+    fid = frechet_distance(*statistics_of(real_features), *statistics_of(fake_features))
+"""
+
+from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics, statistics_of
+from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
+from ifid_callback.functional.neighbors import nearest_neighbors, pick_neighbor
+
+__all__ = [
+    "INTERPOLATIONS",
+    "frechet_distance",
+    "gaussian_statistics",
+    "interpolate",
+    "nearest_neighbors",
+    "pick_neighbor",
+    "statistics_of",
+]
