@@ -183,7 +183,8 @@ class TrainedProbe:
         model: the EMA :class:`~ifid_callback.probes.sit.SiT`, in eval mode, no gradients.
         config: the :class:`ProbeTrainConfig` it was trained with.
         step: optimiser steps taken.
-        loss_history: mean training loss of every ``log_every`` steps, in order.
+        loss_history: ``(step, mean loss)`` pairs, one per ``log_every`` steps (the mean over the
+            steps since the previous pair), plus a last pair for a final partial interval.
     """
 
     def __init__(
@@ -191,12 +192,12 @@ class TrainedProbe:
         model: SiT,
         config: ProbeTrainConfig,
         step: int,
-        loss_history: Sequence[float] = (),
+        loss_history: Sequence[tuple[int, float]] = (),
     ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.config = config
         self.step = int(step)
-        self.loss_history = [float(v) for v in loss_history]
+        self.loss_history = [(int(s), float(v)) for s, v in loss_history]
 
     @property
     def normalizer(self) -> LatentNormalizer:
@@ -329,7 +330,7 @@ class TrainedProbe:
             "model_config": self.model.config.to_dict(),
             "model": self.model.state_dict(),
             "step": self.step,
-            "loss_history": self.loss_history,
+            "loss_history": [[s, v] for s, v in self.loss_history],
         }
         _atomic_save(payload, path)
         return path
@@ -505,7 +506,7 @@ def train_probe(
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"].cpu())
             step = int(state["step"])
-            history = list(state["loss_history"])
+            history = [(int(s), float(v)) for s, v in state["loss_history"]]
             run_sum, run_count = float(state["run_sum"]), int(state["run_count"])
     if step > config.steps:
         raise ValueError(
@@ -526,7 +527,7 @@ def train_probe(
                 "ema": ema.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(),
-                "loss_history": history,
+                "loss_history": [[s, v] for s, v in history],
                 "run_sum": run_sum,
                 "run_count": run_count,
             },
@@ -571,8 +572,11 @@ def train_probe(
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
                 mean_loss = run_sum / run_count
-                history.append(mean_loss)
-                run_sum, run_count = 0.0, 0
+                if step % config.log_every == 0:
+                    # A final partial interval is reported but stays open in the checkpoint,
+                    # so a resumed run logs exactly what an uninterrupted one does.
+                    history.append((step, mean_loss))
+                    run_sum, run_count = 0.0, 0
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 if writer is not None:
                     writer.add_scalar("train/loss", mean_loss, step)
@@ -587,6 +591,8 @@ def train_probe(
         if writer is not None:
             writer.close()
 
+    if run_count:
+        history = [*history, (step, run_sum / run_count)]
     probe = TrainedProbe(ema, config, step, history)
     if out_path is not None:
         probe.save(out_path / "probe.pt")

@@ -1,0 +1,275 @@
+"""gFID of a probe (samples decoded through the VAE) and gFID(t) (held-out latents noised to ``t``
+and integrated back to 0), with the same feature extractor as iFID and rFID.
+
+Features are kept (not only their statistics) because the Image Retrieval Score needs them and
+because a cached feature file lets a study recompute any FID without decoding again.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..functional.frechet import frechet_distance, statistics_of
+from .train import TrainedProbe
+
+__all__ = [
+    "extract_features",
+    "fid_from_features",
+    "generated_features",
+    "gfid",
+    "gfid_t",
+    "regenerated_features",
+    "resolve_study_feature",
+]
+
+
+def resolve_study_feature(
+    feature: str | nn.Module, input_range: tuple[float, float] = (-1.0, 1.0)
+) -> nn.Module:
+    """The feature extractor of a study: one module for every FID it reports.
+
+    Args:
+        feature: ``"inception"`` (FID Inception-v3 pool3, fp32), ``"inception-bf16"`` (the same
+            network under bfloat16 autocast, about twice as fast on CPUs with bf16 support),
+            ``"package.module:factory"`` (a callable returning an ``nn.Module``, or the module
+            itself), or an ``nn.Module`` mapping ``(B, C, H, W)`` images in ``input_range`` to
+            ``(B, d)``.
+        input_range: value range of the images given to the module.
+    """
+    if isinstance(feature, nn.Module):
+        return feature.eval()
+    if not isinstance(feature, str):
+        raise TypeError(f"feature must be a string or an nn.Module, got {type(feature).__name__}")
+    if feature in ("inception", "inception-bf16"):
+        from ..features import InceptionFeatures
+
+        precision = "bf16" if feature.endswith("bf16") else "fp32"
+        return InceptionFeatures(input_range=input_range, precision=precision)
+    module_name, sep, attr = feature.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"feature must be 'inception', 'inception-bf16' or 'package.module:factory', "
+            f"got {feature!r}"
+        )
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {attr!r} from {module_name!r}: {exc}") from exc
+    module = obj if isinstance(obj, nn.Module) else obj()
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{feature} gave a {type(module).__name__}, not an nn.Module")
+    return module.eval()
+
+
+@torch.no_grad()
+def extract_features(
+    batches: Iterable[Tensor],
+    feature: nn.Module,
+    *,
+    device: torch.device | str = "cpu",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Features of a stream of image batches ``(B, C, H, W)``, as float32 ``(N, d)``.
+
+    With ``out`` (e.g. a memory-mapped array of the right length) rows are written into it in
+    order and ``out`` is returned; otherwise the batches' features are concatenated.
+    """
+    rows, filled = [], 0
+    for images in batches:
+        feats = feature(images.to(device)).float()
+        if feats.ndim != 2 or feats.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"the feature module must map (B, C, H, W) to (B, d); got {tuple(feats.shape)} "
+                f"for a batch of {images.shape[0]}"
+            )
+        if not torch.isfinite(feats).all():
+            raise ValueError("the feature module returned NaN or Inf")
+        array = feats.cpu().numpy()
+        if out is not None:
+            out[filled : filled + len(array)] = array
+        else:
+            rows.append(array)
+        filled += len(array)
+    if out is not None:
+        if filled != len(out):
+            raise ValueError(f"expected {len(out)} feature rows, the batches gave {filled}")
+        return out
+    if not rows:
+        raise ValueError("no images to extract features from")
+    return np.concatenate(rows)
+
+
+def fid_from_features(
+    features_a: np.ndarray | Tensor,
+    features_b: np.ndarray | Tensor | None = None,
+    *,
+    stats_b: tuple[Tensor, Tensor] | None = None,
+) -> float:
+    """FID between two feature sets ``(N, d)`` (or a set and given ``(mu, sigma)``), float64."""
+    a = torch.as_tensor(np.asarray(features_a), dtype=torch.float64)
+    if a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"features must be (N >= 2, d), got {tuple(a.shape)}")
+    mu_a, sigma_a = statistics_of(a)
+    if stats_b is None:
+        if features_b is None:
+            raise ValueError("give features_b or stats_b")
+        mu_b, sigma_b = statistics_of(torch.as_tensor(np.asarray(features_b), dtype=torch.float64))
+    else:
+        mu_b, sigma_b = (s.to(torch.float64) for s in stats_b)
+    return float(frechet_distance(mu_a, sigma_a, mu_b, sigma_b))
+
+
+def _chunks(n: int, batch_size: int) -> Iterable[tuple[int, int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def generated_features(
+    probe: TrainedProbe,
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    num_samples: int,
+    *,
+    batch_size: int = 256,
+    sampler: str = "euler",
+    steps: int = 50,
+    cfg_scale: float = 1.0,
+    labels: Tensor | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    out: np.ndarray | None = None,
+    keep_images: int = 0,
+    progress: bool = False,
+) -> tuple[np.ndarray, Tensor | None]:
+    """Sample ``num_samples`` latents from the probe, decode them and return their features.
+
+    Batches of ``batch_size`` are sampled, decoded and featurised one at a time, so memory stays
+    bounded for 50K samples. Noise comes from one CPU generator seeded with ``seed``.
+
+    Returns:
+        ``(features (num_samples, d) float32, images)`` where ``images`` holds the first
+        ``keep_images`` decoded samples (CPU, in the decoder's range) or None.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    kept: list[Tensor] = []
+
+    def batches() -> Iterable[Tensor]:
+        from tqdm.auto import tqdm
+
+        spans = list(_chunks(num_samples, batch_size))
+        for start, stop in tqdm(spans, desc="gfid", disable=not progress, leave=False):
+            z = probe.sample(
+                stop - start,
+                labels=None if labels is None else labels[start:stop],
+                sampler=sampler,
+                steps=steps,
+                cfg_scale=cfg_scale,
+                generator=generator,
+            )
+            images = _decode_checked(decode, z.to(device))
+            if sum(len(k) for k in kept) < keep_images:
+                kept.append(images[: keep_images - sum(len(k) for k in kept)].cpu())
+            yield images
+
+    feats = extract_features(batches(), feature, device=device, out=out)
+    return feats, (torch.cat(kept) if kept else None)
+
+
+def regenerated_features(
+    probe: TrainedProbe,
+    latents: Tensor | np.ndarray,
+    t: float,
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    *,
+    batch_size: int = 256,
+    sampler: str = "euler",
+    steps: int = 50,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    out: np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features of held-out latents noised to ``t``, integrated back to 0 and decoded.
+
+    ``latents`` ``(n, C, h, w)`` are in the VAE's space (a memory-mapped array is read one batch
+    at a time). The Euler grid from ``t`` uses ``max(1, round(steps * t))`` intervals, so every
+    ``t`` is integrated at the same step size as full sampling.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = len(latents)
+    sub_steps = max(1, round(steps * float(t)))
+
+    def batches() -> Iterable[Tensor]:
+        from tqdm.auto import tqdm
+
+        spans = list(_chunks(n, batch_size))
+        for start, stop in tqdm(spans, desc=f"gfid(t={t:g})", disable=not progress, leave=False):
+            z0 = torch.as_tensor(np.asarray(latents[start:stop]), dtype=torch.float32)
+            z = probe.regenerate(
+                z0, float(t), sampler=sampler, steps=sub_steps, generator=generator
+            )
+            yield _decode_checked(decode, z.to(device))
+
+    return extract_features(batches(), feature, device=device, out=out)
+
+
+def _decode_checked(decode: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
+    with torch.no_grad():
+        images = decode(z)
+    if not torch.isfinite(images).all():
+        raise ValueError("the decoder returned NaN or Inf for probe samples")
+    return images
+
+
+def gfid(
+    probe: TrainedProbe,
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    reference: np.ndarray | tuple[Tensor, Tensor],
+    num_samples: int,
+    **kwargs: Any,
+) -> float:
+    """gFID: FID between ``num_samples`` decoded probe samples and a reference.
+
+    ``reference`` is either real features ``(N, d)`` or their ``(mu, sigma)``; ``kwargs`` go to
+    :func:`generated_features`.
+    """
+    feats, _ = generated_features(probe, decode, feature, num_samples, **kwargs)
+    if isinstance(reference, tuple):
+        return fid_from_features(feats, stats_b=reference)
+    return fid_from_features(feats, reference)
+
+
+def gfid_t(
+    probe: TrainedProbe,
+    latents: Tensor | np.ndarray,
+    source_features: np.ndarray,
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    ts: Sequence[float],
+    **kwargs: Any,
+) -> dict[float, float]:
+    """gFID(t) for each ``t``: FID between the regenerated images and their source images.
+
+    ``source_features`` are the features of the images whose latents are ``latents`` (same
+    order and count); ``kwargs`` go to :func:`regenerated_features`.
+    """
+    if len(source_features) != len(latents):
+        raise ValueError(
+            f"source_features ({len(source_features)}) and latents ({len(latents)}) must match"
+        )
+    return {
+        float(t): fid_from_features(
+            regenerated_features(probe, latents, t, decode, feature, **kwargs), source_features
+        )
+        for t in ts
+    }
