@@ -734,6 +734,8 @@ class IFIDMonitor:
 
         No collectives: under DDP each rank returns its own bank (frameworks save rank 0's).
         """
+        # Restored statistics wait in _pending_real until the next evaluation installs them.
+        real = self._real_global if self._real_global is not None else self._pending_real
         return {
             "format": _STATE_FORMAT,
             "bank": self.bank.state_dict(),
@@ -744,9 +746,7 @@ class IFIDMonitor:
             "last_eval_step": self.last_eval_step,
             "history": [dict(h) for h in self.history],
             "real_statistics": (
-                {k: v.clone() for k, v in self._real_global.items()}
-                if self._real_global is not None
-                else None
+                {k: v.clone() for k, v in real.items()} if real is not None else None
             ),
             "eval_fingerprint": self._eval_fingerprint,
         }
