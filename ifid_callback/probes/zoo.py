@@ -149,7 +149,7 @@ def train_zoo_member(
         out["loss"].backward()
         optimizer.step()
         schedule.step()
-        last = {k: float(out[k]) for k in ("loss", "recon", "kl")}
+        last = {k: float(out[k].detach()) for k in ("loss", "recon", "kl")}
         bar.set_postfix(recon=f"{last['recon']:.4f}")
     bar.close()
     vae.eval()

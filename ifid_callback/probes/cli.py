@@ -1,0 +1,227 @@
+"""``ifid-probe``: train the VAE zoo, run the gFID study, rebuild its report.
+
+    ifid-probe zoo --out runs/zoo
+    ifid-probe run --zoo runs/zoo --out runs/study --feature inception-bf16
+    ifid-probe run --vae a.ckpt --vae stabilityai/sd-vae-ft-mse --train-data /data/train \\
+        --eval-data /data/val --image-size 256 --device cuda --probe-size B --probe-steps 400000
+    ifid-probe report --study runs/study --out docs/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ifid-probe",
+        description="Offline SiT probes: measure gFID for several VAEs and correlate it with "
+        "rFID and iFID.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    zoo = sub.add_parser("zoo", help="train the small-VAE zoo on the embedded photo patches")
+    zoo.add_argument("--out", required=True, help="directory for <member>.ckpt and zoo.json")
+    zoo.add_argument(
+        "--members", default=None, help="comma-separated member names (default: all of DEFAULT_ZOO)"
+    )
+    zoo.add_argument("--steps", type=int, default=1500, help="optimiser steps per VAE")
+    zoo.add_argument("--batch-size", type=int, default=64)
+    zoo.add_argument("--lr", type=float, default=2e-3)
+    zoo.add_argument("--base-channels", type=int, default=32)
+    zoo.add_argument("--image-size", type=int, default=32)
+    zoo.add_argument("--device", default="cpu")
+    zoo.add_argument("--seed", type=int, default=0)
+    zoo.add_argument("--no-progress", action="store_true")
+
+    run = sub.add_parser("run", help="run (or resume) the study and write its report")
+    run.add_argument(
+        "--vae",
+        action="append",
+        default=[],
+        help="a VAE: .ckpt (TinyVAE, demo or zoo), diffusers dir or hub id, or "
+        "package.module:factory; repeat for several",
+    )
+    run.add_argument("--zoo", default=None, help="add every .ckpt of a zoo directory")
+    run.add_argument("--out", required=True, help="study directory (cache + report)")
+    run.add_argument(
+        "--train-data",
+        default="embedded",
+        help="'embedded' or an image folder (probe training, gFID reference)",
+    )
+    run.add_argument(
+        "--eval-data", default="embedded", help="'embedded' or an image folder of held-out images"
+    )
+    run.add_argument("--image-size", type=int, default=32)
+    run.add_argument("--max-train", type=int, default=None)
+    run.add_argument("--num-eval", type=int, default=1000)
+    run.add_argument("--num-reference", type=int, default=2000)
+    run.add_argument("--num-samples", type=int, default=1000)
+    run.add_argument(
+        "--t-grid",
+        type=_floats,
+        default=[0.2, 0.4, 0.6, 0.8],
+        help="comma-separated gFID(t) noise levels in (0, 1)",
+    )
+    run.add_argument(
+        "--feature",
+        default="inception",
+        help="'inception', 'inception-bf16' or package.module:factory",
+    )
+    run.add_argument("--interpolation", default="slerp")
+    run.add_argument("--alpha", type=float, default=0.5)
+    run.add_argument("--k", type=int, default=1)
+    run.add_argument("--probe-size", default="tiny")
+    run.add_argument("--patch-size", type=int, default=2)
+    run.add_argument("--probe-steps", type=int, default=2000)
+    run.add_argument("--probe-batch-size", type=int, default=128)
+    run.add_argument("--probe-lr", type=float, default=1e-4)
+    run.add_argument("--probe-ema", type=float, default=0.9999)
+    run.add_argument(
+        "--probe-overrides",
+        default="{}",
+        help="JSON dict of SiTConfig fields, e.g. '{\"depth\": 2}'",
+    )
+    run.add_argument("--sampler", default="euler", choices=("euler", "heun", "sde"))
+    run.add_argument("--sampling-steps", type=int, default=50)
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--sample-batch-size", type=int, default=256)
+    run.add_argument("--num-workers", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="rebuild the report of a finished (or partial) study")
+    rep.add_argument("--study", required=True, help="the study directory")
+    rep.add_argument("--out", default=None, help="report directory (default <study>/report)")
+    return parser
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    from ..data import EmbeddedPatches
+    from .zoo import DEFAULT_ZOO, train_zoo
+
+    members = DEFAULT_ZOO
+    if args.members:
+        wanted = [m.strip() for m in args.members.split(",") if m.strip()]
+        known = {m.name: m for m in DEFAULT_ZOO}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            print(f"unknown zoo members {unknown}; known: {sorted(known)}", file=sys.stderr)
+            return 2
+        members = tuple(known[w] for w in wanted)
+    images = EmbeddedPatches("train", size=args.image_size).as_tensor()
+    paths = train_zoo(
+        args.out,
+        images,
+        members,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        base_channels=args.base_channels,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .study import StudyConfig, run_study
+
+    vaes = list(args.vae)
+    if args.zoo:
+        zoo_dir = Path(args.zoo)
+        listing = zoo_dir / "zoo.json"
+        if listing.is_file():
+            vaes += [str(zoo_dir / n) for n in json.loads(listing.read_text())["checkpoints"]]
+        else:
+            vaes += sorted(str(p) for p in zoo_dir.glob("*.ckpt"))
+    if not vaes:
+        print("give at least one --vae or a --zoo directory", file=sys.stderr)
+        return 2
+    try:
+        overrides = json.loads(args.probe_overrides)
+    except json.JSONDecodeError as exc:
+        print(f"--probe-overrides is not JSON: {exc}", file=sys.stderr)
+        return 2
+    config = StudyConfig(
+        vaes=vaes,
+        out_dir=args.out,
+        train_data=args.train_data,
+        eval_data=args.eval_data,
+        image_size=args.image_size,
+        max_train=args.max_train,
+        num_eval=args.num_eval,
+        num_reference=args.num_reference,
+        num_samples=args.num_samples,
+        t_grid=args.t_grid,
+        feature=args.feature,
+        interpolation=args.interpolation,
+        alpha=args.alpha,
+        k=args.k,
+        probe={
+            "size": args.probe_size,
+            "patch_size": args.patch_size,
+            "steps": args.probe_steps,
+            "batch_size": args.probe_batch_size,
+            "lr": args.probe_lr,
+            "ema_decay": args.probe_ema,
+            "model_overrides": overrides,
+        },
+        sampler=args.sampler,
+        sampling_steps=args.sampling_steps,
+        device=args.device,
+        batch_size=args.batch_size,
+        sample_batch_size=args.sample_batch_size,
+        num_workers=args.num_workers,
+        seed=args.seed,
+    )
+    result = run_study(config, progress=not args.no_progress)
+    if result["report"]:
+        print(Path(result["report"]["markdown"]).read_text())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    study = Path(args.study)
+    raw = study / "results_raw.json"
+    if not raw.is_file():
+        print(f"{raw} not found: run `ifid-probe run` first", file=sys.stderr)
+        return 2
+    result = json.loads(raw.read_text())
+    paths = write_report(result, args.out or study / "report")
+    print(paths["markdown"].read_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ifid-probe``; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "zoo":
+            return _zoo(args)
+        if args.command == "run":
+            return _run(args)
+        return _report(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"ifid-probe {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
