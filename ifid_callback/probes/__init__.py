@@ -33,7 +33,6 @@ _EXPORTS = {
     "image_retrieval_score": "irs",
     "fid_from_features": "gfid",
     "generated_features": "gfid",
-    "gfid": "gfid",
     "gfid_t": "gfid",
     "regenerated_features": "gfid",
     "StudyConfig": "study",
