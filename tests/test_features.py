@@ -98,8 +98,8 @@ def test_resize_hand_computed():
     assert torch.allclose(tf1_bilinear_resize(sq, 3)[0, 0], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((17, 23), (29, 11)), ((32, 32), (299, 299)),
-                                          ((300, 301), (299, 299)), ((5, 7), (5, 20))])
+@pytest.mark.parametrize("in_hw,out_hw", [((17, 23), (29, 11)), ((32, 32), (97, 61)),
+                                          ((300, 301), (41, 37)), ((5, 7), (5, 20))])
 def test_resize_matches_numpy_reference(in_hw, out_hw):
     x = torch.rand(2, 3, *in_hw, generator=torch.Generator().manual_seed(1)) * 255
     ours = tf1_bilinear_resize(x, out_hw).numpy()
@@ -188,15 +188,22 @@ def test_weights_from_files_agree(inception, images, reference_features, tmp_pat
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
     monkeypatch.setattr(feat, "_fid_helper_path", lambda: None)  # only torch-fidelity's cache left
 
+    # Every source yields the same folded weights bit for bit, hence the same features.
+    expected = inception.state_dict()
     for weights in (ours_file, folded_file, None):
-        got = InceptionFeatures(weights=weights)(images)
-        assert (got - reference_features).abs().max().item() <= 1e-5, weights
+        module = InceptionFeatures(weights=weights)
+        got = module.state_dict()
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) for k in expected), weights
+    diff = (module(images[:1]) - reference_features[:1]).abs().max().item()
+    assert diff <= 1e-5
 
 
 @needs_weights
-def test_explicit_torchscript_file(images, reference_features):
+def test_explicit_torchscript_file(inception):
     module = InceptionFeatures(weights=feat._fid_helper_path())
-    assert (module(images) - reference_features).abs().max().item() <= 1e-5
+    expected = inception.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in module.state_dict().items())
 
 
 def test_missing_weights_error(tmp_path, monkeypatch):
@@ -256,11 +263,9 @@ def test_input_range_grayscale_and_clamp(inception, images, reference_features):
     gray = images[:1, :1]
     assert torch.equal(inception.preprocess(gray), inception.preprocess(gray.repeat(1, 3, 1, 1)))
 
-    # And the features follow: (0, 1) input vs (-1, 1) input, grayscale vs its RGB copy.
+    # And so do the features: (0, 1) vs (-1, 1) input, a grayscale picture vs its RGB copy.
     assert (unit(in_01[:1]) - inception(in_pm1[:1])).abs().max() <= 1e-5
-    both = inception(torch.cat([gray.repeat(1, 3, 1, 1), wild[:1]]))
-    assert (inception(gray) - both[:1]).abs().max() <= 1e-5
-    assert (inception(wild[:1].clamp(-1, 1)) - both[1:]).abs().max() <= 1e-5
+    assert (inception(gray) - inception(gray.repeat(1, 3, 1, 1))).abs().max() <= 1e-5
 
 
 @needs_weights
@@ -281,7 +286,7 @@ def test_frozen_eval_and_output_tensor(inception, images, reference_features):
     inception.train()
     assert not inception.training and not any(m.training for m in inception.modules())
     # The result is an ordinary tensor: a metric may update it in place.
-    out = inception(images)
+    out = inception(images[:1])
     out.mul_(2.0)
     assert not out.is_inference()
     keys = list(inception.state_dict())
@@ -292,10 +297,10 @@ def test_frozen_eval_and_output_tensor(inception, images, reference_features):
 def test_bf16_mode_close_but_not_default(inception, images, reference_features):
     assert inception.precision == "fp32"
     fast = InceptionFeatures(precision="bf16")
-    out = fast(images)
-    assert out.dtype == torch.float32 and out.shape == (2, 2048)
-    deviation = (out - reference_features).abs().max().item()
-    scale = reference_features.abs().max().item()
+    out = fast(images[:1])
+    assert out.dtype == torch.float32 and out.shape == (1, 2048)
+    deviation = (out - reference_features[:1]).abs().max().item()
+    scale = reference_features[:1].abs().max().item()
     print(f"bf16 max abs deviation {deviation:.4f} (features up to {scale:.2f})")
     assert 0 < deviation < 0.1 * scale
 
