@@ -1,0 +1,106 @@
+"""iFID in a plain Accelerate training loop: log through ``accelerator.log``, checkpoint with it.
+
+Accelerate has no callbacks; the loop calls the monitor itself::
+
+    monitor = IFIDMonitor(vae, eval_images=val_images, eval_every_n_steps=1000)
+    ifid = AccelerateIFID(monitor, accelerator)       # registers the monitor for save_state
+    for step, batch in enumerate(loader, 1):
+        out = vae_loss(batch); accelerator.backward(out["loss"]); optimizer.step()
+        ifid.observe(latents=out["latents"], step=step)
+        ifid.maybe_evaluate(step)                    # every rank; logs on the main process
+
+Every rank must call ``observe``/``maybe_evaluate`` at the same steps (the bank is gathered and
+the evaluation is sharded across processes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate import Accelerator
+
+from ifid_callback.monitor import IFIDMonitor
+
+__all__ = ["AccelerateIFID", "log_metrics"]
+
+
+def log_metrics(
+    accelerator: Accelerator,
+    result: dict[str, float],
+    step: int,
+    log_prefix: str = "val/",
+    grid: Any = None,
+) -> None:
+    """Log ``result["ifid"]``/``["rfid"]`` (and an optional (3, H, W) grid) with the trackers.
+
+    ``accelerator.log`` writes on the main process only; the grid goes to a TensorBoard tracker
+    when one is active (``Accelerator(log_with="tensorboard")``).
+    """
+    accelerator.log(
+        {f"{log_prefix}ifid": result["ifid"], f"{log_prefix}rfid": result["rfid"]}, step=step
+    )
+    if grid is None or not accelerator.is_main_process:
+        return
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({f"{log_prefix}ifid_grid": grid[None].numpy()}, step=step)
+
+
+class AccelerateIFID:
+    """Thin glue between an :class:`~ifid_callback.monitor.IFIDMonitor` and an ``Accelerator``.
+
+    On construction the monitor is registered with ``accelerator.register_for_checkpointing``, so
+    ``accelerator.save_state``/``load_state`` carry its bank, counters, cached real statistics
+    and history (register before ``load_state``, in the same order on save and load).
+
+    Args:
+        monitor: the monitor to drive (its VAE should be the prepared model's VAE).
+        accelerator: the loop's ``Accelerator``; metrics go to its trackers.
+        log_prefix: prefix of the logged names (``"val/ifid"``, ``"val/rfid"``).
+        log_grid: also log the image grid to a TensorBoard tracker at each evaluation.
+        register: register the monitor for checkpointing (False when done elsewhere).
+    """
+
+    def __init__(
+        self,
+        monitor: IFIDMonitor,
+        accelerator: Accelerator,
+        *,
+        log_prefix: str = "val/",
+        log_grid: bool = True,
+        register: bool = True,
+    ) -> None:
+        if not isinstance(monitor, IFIDMonitor):
+            raise TypeError(f"monitor must be an IFIDMonitor, got {type(monitor).__name__}.")
+        if not isinstance(accelerator, Accelerator):
+            raise TypeError(
+                f"accelerator must be an accelerate.Accelerator, got {type(accelerator).__name__}."
+            )
+        self.monitor = monitor
+        self.accelerator = accelerator
+        self.log_prefix = log_prefix
+        self.log_grid = log_grid
+        if register:
+            accelerator.register_for_checkpointing(monitor)
+
+    def observe(self, *args: Any, **kwargs: Any) -> int:
+        """:meth:`IFIDMonitor.observe` (call on every rank, every step)."""
+        return self.monitor.observe(*args, **kwargs)
+
+    def maybe_evaluate(self, step: int) -> dict[str, float] | None:
+        """Evaluate when due (every rank) and log on the main process; returns the metrics."""
+        if not self.monitor.due(step):
+            if self.monitor.eval_every_n_steps is None:
+                self.monitor.maybe_evaluate(step)  # raises the explanation
+            return None
+        return self.evaluate(step)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Evaluate now (every rank) and log the metrics (and grid) on the main process."""
+        result = self.monitor.evaluate(step)
+        grid = None
+        if self.log_grid and self.accelerator.is_main_process:
+            if any(t.name == "tensorboard" for t in self.accelerator.trackers):
+                grid = self.monitor.render_grid()
+        log_metrics(self.accelerator, result, step, self.log_prefix, grid)
+        return result
