@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,8 @@ def test_resume_rejects_changed_recipe_and_finished_runs(tmp_path):
         latents, None, _resume_config(steps=1), tmp_path, resume=False, progress=False
     )
     assert fresh.step == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000001.pt"]
+    assert train_probe(latents, None, _resume_config(steps=2), tmp_path, progress=False).step == 2
 
 
 def test_outputs_save_load_and_seeding(tmp_path):
@@ -185,6 +189,9 @@ def test_outputs_save_load_and_seeding(tmp_path):
     probe = train_probe(latents, None, cfg, tmp_path, progress=False)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000004.pt"]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    saved_config = json.loads((tmp_path / "config.json").read_text())
+    assert ProbeTrainConfig.from_dict(saved_config["train"]) == cfg
+    assert saved_config["model"]["hidden_size"] == 64
     loaded = TrainedProbe.load(tmp_path / "probe.pt")
     _assert_same_state(probe.model, loaded.model)
     assert loaded.config == cfg and loaded.step == 4 and loaded.loss_history == probe.loss_history

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import re
@@ -462,7 +463,8 @@ def train_probe(
             TensorBoard log under ``tb/`` (scalars ``train/loss``, ``train/lr``,
             ``train/ema_decay``). None trains in memory only.
         resume: continue from the newest checkpoint in ``out_dir`` if there is one. A resumed run
-            ends with the same weights as an uninterrupted one (bit-exact on CPU).
+            ends with the same weights as an uninterrupted one (bit-exact on CPU). ``False``
+            deletes the checkpoints already in ``out_dir`` and starts over.
         progress: show a tqdm progress bar.
 
     Returns:
@@ -496,18 +498,20 @@ def train_probe(
 
     out_path = Path(out_dir) if out_dir is not None else None
     ckpt_dir = out_path / "checkpoints" if out_path is not None else None
-    if ckpt_dir is not None and resume:
-        existing = _list_checkpoints(ckpt_dir)
-        if existing:
-            state = torch.load(existing[-1][1], map_location=device, weights_only=True)
-            _check_resumable(state, config, model_config, existing[-1][1])
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"].cpu())
-            step = int(state["step"])
-            history = [(int(s), float(v)) for s, v in state["loss_history"]]
-            run_sum, run_count = float(state["run_sum"]), int(state["run_count"])
+    existing = _list_checkpoints(ckpt_dir) if ckpt_dir is not None else []
+    if not resume:
+        for _, old in existing:  # a fresh run must not later resume from a stale checkpoint
+            old.unlink()
+    elif existing:
+        state = torch.load(existing[-1][1], map_location=device, weights_only=True)
+        _check_resumable(state, config, model_config, existing[-1][1])
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        step = int(state["step"])
+        history = [(int(s), float(v)) for s, v in state["loss_history"]]
+        run_sum, run_count = float(state["run_sum"]), int(state["run_count"])
     if step > config.steps:
         raise ValueError(
             f"the checkpoint in {ckpt_dir} is at step {step}, beyond steps={config.steps}; "
@@ -536,7 +540,13 @@ def train_probe(
         for _, old in _list_checkpoints(ckpt_dir)[: -config.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
-    writer = _summary_writer(out_path / "tb", step) if out_path is not None else None
+    writer = None
+    if out_path is not None:
+        out_path.mkdir(parents=True, exist_ok=True)
+        (out_path / "config.json").write_text(
+            json.dumps({"train": config.to_dict(), "model": model_config.to_dict()}, indent=2)
+        )
+        writer = _summary_writer(out_path / "tb", step)
     order = _BatchOrder(n, config.batch_size, config.seed)
     null = model_config.num_classes
     from tqdm.auto import tqdm
@@ -629,4 +639,5 @@ def _summary_writer(log_dir: Path, purge_step: int):
             stacklevel=3,
         )
         return None
-    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
+    # purge_step hides events of an earlier (interrupted or discarded) run from this step on.
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
