@@ -212,3 +212,20 @@ def test_cli_report_and_errors(zoo, tmp_path, capsys):
     assert main(["report", "--study", str(tmp_path), "--out", str(tmp_path / "rep")]) == 0
     assert "Correlation with gFID" in capsys.readouterr().out
     assert (tmp_path / "rep" / "results.csv").exists()
+
+
+def test_feature_specs():
+    from ifid_callback.probes.gfid import resolve_study_feature
+
+    with pytest.raises(ValueError, match=">= 75"):
+        resolve_study_feature("inception@64")
+    with pytest.raises(ValueError, match="integer size"):
+        resolve_study_feature("inception@big")
+    with pytest.raises(ValueError, match="package.module:factory"):
+        resolve_study_feature("vgg")
+    module = resolve_study_feature("tests.test_probe_study:_random_features")
+    assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 16)
+
+
+def _random_features():
+    return RandomFeatures(in_dim=3 * 32 * 32, num_features=16)
