@@ -259,3 +259,16 @@ def test_conditional_training_and_input_validation():
     with pytest.raises(ValueError, match="time_shift"):
         ProbeTrainConfig(time_shift="sqrt")
     assert ProbeTrainConfig.from_dict(_resume_config().to_dict()) == _resume_config()
+
+
+def test_diverging_training_raises_instead_of_returning_nan():
+    config = ProbeTrainConfig(
+        model_overrides={"depth": 1, "hidden_size": 32, "num_heads": 4},
+        steps=3,
+        batch_size=4,
+        lr=1e30,
+        grad_clip=None,
+        log_every=1,
+    )
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        train_probe(_latents(n=16), None, config, progress=False)

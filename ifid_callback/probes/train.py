@@ -552,6 +552,7 @@ def train_probe(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.steps, initial=step, desc="probe", disable=not progress)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     model.train()
     try:
         while step < config.steps:
@@ -565,10 +566,6 @@ def train_probe(
                 drop = torch.rand(x.shape[0], generator=generator, device=device)
                 y = torch.where(drop < config.class_dropout_prob, torch.full_like(y, null), y)
             loss = flow_matching_loss(model, x, t, noise, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"probe loss is {loss.item()} at step {step}; lower lr or check the latents"
-                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
@@ -577,10 +574,22 @@ def train_probe(
             decay = ema_decay_at(step, config.ema_decay, config.ema_warmup)
             _ema_update(ema, model, decay)
             step += 1
-            run_sum += loss.item()
+            # Accumulated on the device: no host sync per step.
+            loss_sum += loss.detach().double()
             run_count += 1
             bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
+            logging = step % config.log_every == 0 or step == config.steps
+            checkpointing = ckpt_dir is not None and (
+                step % config.checkpoint_every == 0 or step == config.steps
+            )
+            if logging or checkpointing:
+                run_sum += float(loss_sum)
+                loss_sum.zero_()
+                if not math.isfinite(run_sum):
+                    raise FloatingPointError(
+                        f"probe loss became {run_sum} by step {step}; lower lr or check the latents"
+                    )
+            if logging:
                 mean_loss = run_sum / run_count
                 if step % config.log_every == 0:
                     # A final partial interval is reported but stays open in the checkpoint,
@@ -592,9 +601,7 @@ def train_probe(
                     writer.add_scalar("train/loss", mean_loss, step)
                     writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
                     writer.add_scalar("train/ema_decay", decay, step)
-            if ckpt_dir is not None and (
-                step % config.checkpoint_every == 0 or step == config.steps
-            ):
+            if checkpointing:
                 save_checkpoint()
     finally:
         bar.close()
