@@ -159,17 +159,22 @@ def _build_lightning_classes() -> dict[str, type]:
             return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.0)
 
     class TableRecorder(pl.Callback):
-        """Rows of (step, mean training loss since the last row, val loss, rFID, iFID)."""
+        """Rows of (step, mean training loss since the last row, val loss, rFID, iFID, seconds
+        spent in that validation)."""
 
         def __init__(self, ifid_key: str = "val/ifid", rfid_key: str = "val/rfid") -> None:
             self.ifid_key, self.rfid_key = ifid_key, rfid_key
             self.rows: list[dict[str, float]] = []
             self._loss_sum, self._loss_count = 0.0, 0
+            self._val_start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self._loss_sum += float(loss.detach())
             self._loss_count += 1
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            self._val_start = time.perf_counter()
 
         def on_validation_end(self, trainer, pl_module) -> None:
             # After the epoch-end hooks: the callback's val/ifid is in callback_metrics by now.
@@ -187,6 +192,7 @@ def _build_lightning_classes() -> dict[str, type]:
                     "val_loss": get("val/loss"),
                     "rfid": get(self.rfid_key),
                     "ifid": get(self.ifid_key),
+                    "eval_seconds": time.perf_counter() - self._val_start,
                 }
             )
             self._loss_sum, self._loss_count = 0.0, 0
@@ -336,7 +342,7 @@ def load_feature(spec: str) -> str | nn.Module:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"Cannot import {attr!r} from {module_name!r} ({exc}).") from exc
-    feature = obj if isinstance(obj, nn.Module) else obj()
+    feature = obj() if callable(obj) and not isinstance(obj, nn.Module) else obj
     if not isinstance(feature, nn.Module):
         raise TypeError(
             f"--feature {spec} gave a {type(feature).__name__}; it must be (or return) an "
@@ -364,16 +370,24 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def format_table(rows: Sequence[dict[str, float]], best_step: int | None = None) -> str:
-    """The demo's results as a fixed-width text table (one row per evaluation)."""
+    """The demo's results as a fixed-width text table, one row per evaluation.
+
+    Args:
+        rows: dicts with ``step``, ``loss`` (mean training loss since the previous row),
+            ``val_loss``, ``rfid``, ``ifid`` and optionally ``eval_seconds`` (wall time of the
+            validation, Inception included).
+        best_step: the row to mark as the best checkpoint.
+    """
     lines = [
-        f"{'step':>6}  {'train loss':>10}  {'val loss':>9}  {'rFID':>8}  {'iFID':>8}",
-        f"{'-' * 6}  {'-' * 10}  {'-' * 9}  {'-' * 8}  {'-' * 8}",
+        f"{'step':>6}  {'train loss':>10}  {'val loss':>9}  {'rFID':>8}  {'iFID':>8}  {'eval s':>6}",
+        f"{'-' * 6}  {'-' * 10}  {'-' * 9}  {'-' * 8}  {'-' * 8}  {'-' * 6}",
     ]
     for row in rows:
         mark = "  <- best val/ifid" if best_step is not None and row["step"] == best_step else ""
         lines.append(
             f"{int(row['step']):>6}  {row['loss']:>10.4f}  {row['val_loss']:>9.4f}  "
-            f"{row['rfid']:>8.2f}  {row['ifid']:>8.2f}{mark}"
+            f"{row['rfid']:>8.2f}  {row['ifid']:>8.2f}  {row.get('eval_seconds', math.nan):>6.0f}"
+            f"{mark}"
         )
     return "\n".join(lines)
 
@@ -401,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kl_weight=args.kl_weight,
     )
     interval = max(1, args.max_steps // args.evals)
-    ifid_cb = _make_ifid_callback(args, eval_images, interval)
+    ifid_cb = _make_ifid_callback(args, eval_images)
     table = __getattr__("TableRecorder")()
     logger = TensorBoardLogger(save_dir=str(args.out), name="", default_hp_metric=False)
     checkpoint = ModelCheckpoint(
@@ -445,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_score = checkpoint.best_model_score
     if best_score is not None and table.rows:
         best_step = min(table.rows, key=lambda r: abs(r["ifid"] - float(best_score)))["step"]
-    grid_path = _save_grid(ifid_cb, module, Path(logger.log_dir))
+    grid_path = _save_grid(ifid_cb, Path(logger.log_dir))
     minutes = (time.perf_counter() - start) / 60
     print()
     print(f"iFID / rFID on {len(eval_images)} held-out images ({args.feature} features), "
@@ -456,17 +470,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"best checkpoint (lowest val/ifid = {float(best_score):.2f}): {checkpoint.best_model_path}")
     print(f"TensorBoard logs: {logger.log_dir}   (view: tensorboard --logdir {args.out})")
     if grid_path is not None:
-        print(f"interpolation grid of the last evaluation: {grid_path}")
+        print(f"interpolation grid (x | NN(x) | interpolant | reconstruction): {grid_path}")
     print(f"total time: {minutes:.1f} min")
     return 0
 
 
-def _make_ifid_callback(args: argparse.Namespace, eval_images: Tensor, interval: int) -> Any:
-    raise NotImplementedError
+def _make_ifid_callback(args: argparse.Namespace, eval_images: Tensor) -> Any:
+    """The Lightning IFIDCallback: bank of training latents, evaluation on held-out images."""
+    from ifid_callback.integrations.lightning import IFIDCallback
+
+    return IFIDCallback(
+        eval_images=eval_images,
+        bank_capacity=args.bank_size,
+        feature=load_feature(args.feature),
+        interpolation=args.interpolation,
+        alpha=args.alpha,
+        eval_batch_size=32,
+        grid_rows=8,
+        seed=args.seed,
+    )
 
 
-def _save_grid(callback: Any, module: nn.Module, log_dir: Path) -> Path | None:
-    return None
+def _save_grid(callback: Any, log_dir: Path) -> Path | None:
+    """Write the final model's interpolation grid as a PNG next to the TensorBoard logs."""
+    from ifid_callback.grid import save_png
+
+    monitor = getattr(callback, "monitor", None)
+    if monitor is None or len(monitor.bank) == 0:
+        return None
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "ifid_grid.png"
+    save_png(monitor.render_grid(), path, scale=2)
+    return path
 
 
 if __name__ == "__main__":
