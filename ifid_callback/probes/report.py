@@ -73,6 +73,19 @@ def analyse(
                 "regret": selection_regret(values, targets["gfid"]),
                 f"top{k}_overlap": top_k_overlap(values, targets["gfid"], k),
             }
+    reliability: dict[str, Any] = {}
+    if len(rows) >= 3 and all("split_half" in r for r in rows):
+        from .correlation import correlation
+
+        for key in ("rfid", "ifid", "gfid"):
+            a = [float(r["split_half"][key][0]) for r in rows]
+            b = [float(r["split_half"][key][1]) for r in rows]
+            reliability[key] = {
+                "spearman_between_halves": correlation(a, b, "spearman"),
+                "pearson_between_halves": correlation(a, b, "pearson"),
+                "mean_abs_half_difference": float(np.mean(np.abs(np.subtract(a, b)))),
+                "spread_across_vaes": float(np.std(a + b)),
+            }
     best = int(np.argmin(targets["gfid"]))
     return {
         "num_vaes": len(rows),
@@ -80,6 +93,7 @@ def analyse(
         "correlations": correlations,
         "selection": selection,
         "top_k": k,
+        "split_half_reliability": reliability,
     }
 
 
@@ -176,6 +190,26 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
             f"| {labels[key]} | {sel['picked']} | {_fmt(sel['regret'])} | "
             f"{_fmt(sel[f'top{k}_overlap'])} |"
         )
+    rel = analysis.get("split_half_reliability") or {}
+    if rel:
+        lines += [
+            "",
+            "## Split-half reliability",
+            "",
+            "Each FID recomputed on two disjoint halves of its images: do the two halves rank "
+            "the VAEs the same way, and how far apart are they compared with the spread "
+            "across VAEs?",
+            "",
+            "| FID | SRCC half A vs B | PCC half A vs B | mean abs(A - B) | std across VAEs |",
+            "|---|---|---|---|---|",
+        ]
+        for key, r in rel.items():
+            lines.append(
+                f"| {key} | {_fmt(r['spearman_between_halves'])} | "
+                f"{_fmt(r['pearson_between_halves'])} | "
+                f"{_fmt(r['mean_abs_half_difference'])} | "
+                f"{_fmt(r['spread_across_vaes'])} |"
+            )
     real = result.get("real") or {}
     if real:
         lines += [

@@ -621,10 +621,42 @@ def _run_vae(
         },
         irs_stage,
     )
+
+    def split_half_stage() -> dict[str, Any]:
+        # Each FID recomputed on two disjoint halves of its images (cached features): how far
+        # the number moves with the sample alone, at half the study's sample count.
+        real_eval = _load_array(real_dir / "eval_features.npy")
+        ref = _load_array(real_dir / "reference_features.npy")
+        halves: dict[str, list[float]] = {}
+        for key, file, real in (
+            ("rfid", "features_recon.npy", real_eval),
+            ("ifid", "features_interp.npy", real_eval),
+            ("gfid", "features_samples.npy", ref),
+        ):
+            feats = _load_array(vae_dir / file)
+            h = len(feats) // 2
+            if key == "gfid":  # samples are independent of the reference: halve the samples only
+                halves[key] = [
+                    fid_from_features(feats[:h], ref),
+                    fid_from_features(feats[h : 2 * h], ref),
+                ]
+            else:  # paired with their source images: halve both sides together
+                halves[key] = [
+                    fid_from_features(feats[:h], real[:h]),
+                    fid_from_features(feats[h : 2 * h], real[h : 2 * h]),
+                ]
+        return halves
+
+    split = stages.run(
+        "split_half",
+        {**sample_key, "num_samples": config.num_samples, "num_reference": config.num_reference},
+        split_half_stage,
+    )
     return {
         "name": name,
         "spec": spec,
         "latent_shape": lat["train"][1:],
+        "split_half": split,
         **{k: rec[k] for k in ("rfid", "ifid", "psnr")},
         "probe_loss": probe_res["final_loss"],
         "probe_steps": probe_res["steps"],
