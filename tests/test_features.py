@@ -122,7 +122,7 @@ def test_resize_identity_dtype_and_errors():
 def test_resize_differs_from_torch_bilinear():
     # torch's bilinear uses half-pixel centres (src = (dst + 0.5) * in / out - 0.5); TF1 (and so
     # the FID reference statistics) uses src = dst * in / out: the picture shifts by ~half an
-    # input pixel, which moves Inception features by O(1) (see the module docstring).
+    # input pixel, which moves Inception features by O(1).
     x = smooth_images(1, size=32) * 127.5 + 127.5
     ours = tf1_bilinear_resize(x, 299)
     torchs = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
@@ -339,3 +339,6 @@ def test_resolve_custom_and_errors():
         resolve_feature(lambda x: x, (-1.0, 1.0))
     with pytest.raises(ValueError, match=r"\(B, d\)"):
         feature_dim(nn.Identity(), (1, 3, 8, 8))
+    # A module in train mode whose BatchNorm could not take a batch of one: mode restored.
+    with_bn = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.BatchNorm1d(7)).train()
+    assert feature_dim(with_bn, (8, 3, 2, 2)) == 7 and with_bn.training
