@@ -229,3 +229,20 @@ def test_feature_specs():
 
 def _random_features():
     return RandomFeatures(in_dim=3 * 32 * 32, num_features=16)
+
+
+@pytest.mark.parametrize("na,nb,d", [(30, 50, 64), (100, 40, 64), (80, 90, 32)])
+def test_fid_from_features_matches_frechet_distance(na, nb, d):
+    # Fewer samples than dimensions takes the n x n route; more takes the d x d one.
+    from ifid_callback.functional.frechet import frechet_distance, statistics_of
+    from ifid_callback.probes.gfid import fid_from_features
+    from tests.helpers import scipy_fid
+
+    g = torch.Generator().manual_seed(na)
+    a = torch.randn(na, d, generator=g) * torch.rand(d, generator=g) + 0.3
+    b = torch.randn(nb, d, generator=g)
+    ref = float(frechet_distance(*statistics_of(a.double()), *statistics_of(b.double())))
+    assert fid_from_features(a.numpy(), b.numpy()) == pytest.approx(ref, rel=1e-7)
+    assert fid_from_features(a.numpy(), b.numpy()) == pytest.approx(
+        scipy_fid(a.double().numpy(), b.double().numpy()), rel=1e-5
+    )
