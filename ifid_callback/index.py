@@ -300,6 +300,9 @@ class NeighborIndex:
                 pq.cp.niter = _KMEANS_ITERS
                 pq.cp.seed = self.seed
                 pq.cp.min_points_per_centroid = 1  # small banks: fewer points than 39 * 256
+            if hasattr(faiss.downcast_index(ivf), "do_polysemous_training"):
+                # Only for polysemous filtering, which we do not use; it dominates PQ training.
+                faiss.downcast_index(ivf).do_polysemous_training = False
         hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
         if hnsw is not None:
             hnsw.efSearch = max(self.nprobe or 64, 16)
