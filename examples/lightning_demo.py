@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         from ifid_callback.demo import SmokeFeatures
 
-        args.max_steps, args.eval_every, args.eval_images = 8, 4, 16
+        args.max_steps, args.eval_every, args.eval_images = 8, 4, 32
         feature = SmokeFeatures()
 
     pl.seed_everything(0, verbose=False)
