@@ -190,3 +190,31 @@ def test_diffusers_autoencoder_kl_is_driven_directly():
     assert torch.isfinite(out["ifid"]) and torch.isfinite(out["rfid"])
     posterior = vae.encode(queries).latent_dist
     torch.testing.assert_close(metric._encode(queries), posterior.mean)
+
+
+def test_rfid_equals_torchmetrics_fid_with_the_same_features():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    queries = smooth_images(48, seed=16)
+    net = RandomFeatures(IN_DIM)
+    metric = make_metric(bank=None, feature=net)
+    metric.update(queries)
+    ours = float(metric.compute()["rfid"])
+    reference = FrechetInceptionDistance(feature=net)
+    reference.update(queries, real=True)
+    reference.update(decode(encode(queries)).clamp(-1, 1), real=False)
+    assert ours == pytest.approx(float(reference.compute()), rel=1e-5)
+
+
+def test_builtin_inception_runs_offline_through_the_metric():
+    from ifid_callback.features import InceptionFeatures
+
+    queries = smooth_images(4, size=16, seed=17)
+    metric = InterpolatedFID(encoder=encode, decoder=decode, feature="inception", bank=None)
+    assert isinstance(metric.feature_net, InceptionFeatures) and metric.num_features == 2048
+    metric.update(queries)
+    out = metric.compute()
+    assert torch.isfinite(out["ifid"]) and float(out["ifid"]) >= 0
+    # The real-image statistics are those of the extractor applied directly.
+    direct = metric.feature_net(queries).double()
+    torch.testing.assert_close(metric.real_features_sum, direct.sum(0), rtol=1e-6, atol=1e-6)
