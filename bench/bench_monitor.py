@@ -1,0 +1,195 @@
+"""Training-time cost of IFIDMonitor and how far a rolling bank's iFID is from an exact bank's.
+
+1. Overhead between evaluations: per training step of the demo TinyVAE (32x32 photo patches,
+   batch 32, Adam), the time of ``monitor.observe`` (bank insertion, index refresh amortised)
+   as a percentage of the step time. Target <= 2 %.
+2. Rolling vs exact bank over the checkpoints of one training run: at each checkpoint iFID with
+   the rolling bank (latents as the encoder produced them during training) and with an exact
+   bank (the same images re-encoded with the current encoder). Spearman rank correlation of the
+   two across checkpoints (target >= 0.95) and their mean relative difference.
+
+Features: the standard Inception runs at ~5 images/s on a small CPU, too slow for many
+checkpoints, so part 2 uses a fixed random convolutional feature network (64-d). The
+comparison is between two banks under the same features, which is what part 2 measures.
+
+Run: ``python bench/bench_monitor.py`` (``--quick`` for a shorter run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from ifid_callback.monitor import IFIDMonitor
+from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
+
+
+class RandomConvFeatures(nn.Module):
+    """Fixed random conv net: (B, 3, H, W) images -> (B, 64) features (a stand-in for Inception)."""
+
+    num_features = 64
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(256, 64),
+        )
+        for p in self.net.parameters():
+            p.data = torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5)
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _data(n_train: int, n_eval: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    try:
+        from ifid_callback.data import EmbeddedPatches
+
+        train = EmbeddedPatches(split="train", size=32, max_items=n_train, seed=0)
+        val = EmbeddedPatches(split="val", size=32, max_items=n_eval, seed=0)
+        return (
+            torch.stack([train[i] for i in range(len(train))]),
+            torch.stack([val[i] for i in range(len(val))]),
+            "EmbeddedPatches 32x32",
+        )
+    except Exception as err:  # no photo packages: smooth random images
+        print(f"(photo patches unavailable: {err}; using smooth random images)")
+        g = torch.Generator().manual_seed(0)
+        low = torch.rand(n_train + n_eval, 3, 8, 8, generator=g) * 2 - 1
+        x = nn.functional.interpolate(low, size=32, mode="bilinear", align_corners=False)
+        return x[:n_train], x[n_train:], "smooth random 32x32"
+
+
+def _batches(train: torch.Tensor, batch: int, steps: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        yield train[torch.randint(0, train.shape[0], (batch,), generator=g)]
+
+
+def bench_overhead(train: torch.Tensor, eval_images: torch.Tensor, steps: int) -> None:
+    torch.manual_seed(0)
+    vae = TinyVAE(TinyVAEConfig())  # the demo configuration (base_channels=32)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    print(
+        f"\n== 1. overhead between evaluations (TinyVAE base 32, batch 32, {steps} steps, index refresh every 25) =="
+    )
+    for source, kwargs in (
+        ("outputs", {}),
+        ("encode", {"encode_fraction": 0.25}),
+    ):
+        monitor = IFIDMonitor(
+            vae,
+            eval_images=eval_images[:64],
+            feature=RandomConvFeatures(),
+            bank_capacity=10_000,
+            refresh_every_n_steps=25,  # more often than needed: a conservative amortisation
+            latent_source=source,
+            **kwargs,
+        )
+        step_t, observe_t, refresh_n = [], [], 0
+        for step, x in enumerate(_batches(train, 32, steps, seed=1), 1):
+            t0 = time.perf_counter()
+            out = vae.loss(x)
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            t1 = time.perf_counter()
+            if source == "outputs":
+                monitor.observe(latents=out["latents"], step=step)
+            else:
+                monitor.observe(images=x, step=step)
+            t2 = time.perf_counter()
+            refresh_n += monitor.last_refresh_step == step
+            if step > 5:  # skip warm-up
+                step_t.append(t1 - t0)
+                observe_t.append(t2 - t1)
+        step_ms = 1e3 * float(np.median(step_t))
+        obs_ms = 1e3 * float(np.mean(observe_t))  # mean: includes the amortised refreshes
+        print(
+            f"latent_source={source:8s} step {step_ms:7.2f} ms (median) | observe "
+            f"{obs_ms:6.3f} ms (mean, {refresh_n} refreshes of a bank up to "
+            f"{len(monitor.bank)} rows) | overhead {100 * obs_ms / step_ms:5.2f} %"
+        )
+
+
+def bench_rolling_vs_exact(
+    train: torch.Tensor, eval_images: torch.Tensor, steps: int, every: int, capacity: int
+) -> None:
+    torch.manual_seed(0)
+    vae = TinyVAE(TinyVAEConfig(base_channels=16))
+    opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
+    common = dict(
+        eval_images=eval_images,
+        bank_capacity=capacity,
+        eval_batch_size=128,
+        seed=0,
+    )
+    rolling = IFIDMonitor(vae, feature=RandomConvFeatures(), **common)
+    exact = IFIDMonitor(vae, feature=RandomConvFeatures(), exact_bank=True, **common)
+    print(
+        f"\n== 2. rolling vs exact bank (TinyVAE base 16, batch 32, {steps} steps, bank "
+        f"{capacity}, {eval_images.shape[0]} eval images, checkpoint every {every} steps) =="
+    )
+    rows = []
+    for step, x in enumerate(_batches(train, 32, steps, seed=2), 1):
+        out = vae.loss(x)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        rolling.observe(latents=out["latents"], step=step)
+        exact.observe(latents=out["latents"], images=x, step=step)
+        if step % every == 0:
+            t0 = time.perf_counter()
+            r = rolling.evaluate(step)
+            t1 = time.perf_counter()
+            e = exact.evaluate(step)
+            t2 = time.perf_counter()
+            rows.append((step, r["ifid"], e["ifid"], r["rfid"], t1 - t0, t2 - t1))
+            print(
+                f"step {step:5d}  iFID rolling {r['ifid']:9.4f}  exact {e['ifid']:9.4f}  "
+                f"rel.diff {abs(r['ifid'] - e['ifid']) / e['ifid']:6.3%}  rFID {r['rfid']:8.4f}"
+                f"  eval {t1 - t0:5.2f}s / {t2 - t1:5.2f}s"
+            )
+    steps_, roll, ex = (np.array(c) for c in list(zip(*rows))[:3])
+    rho = spearmanr(roll, ex).statistic
+    rel = np.abs(roll - ex) / ex
+    print(f"Spearman(rolling, exact) across {len(rows)} checkpoints: {rho:.4f} (target >= 0.95)")
+    print(f"mean relative difference: {rel.mean():.3%} (max {rel.max():.3%})")
+    late = rows[len(rows) // 2 :]
+    if len(late) >= 3:
+        rho_late = spearmanr([r[1] for r in late], [r[2] for r in late]).statistic
+        print(f"Spearman over the later half of the checkpoints only: {rho_late:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train, eval_images, name = _data(4096, 256)
+    print(f"data: {name}, train {tuple(train.shape)}, eval {tuple(eval_images.shape)}")
+    bench_overhead(train, eval_images, steps=30 if args.quick else 100)
+    bench_rolling_vs_exact(
+        train,
+        eval_images,
+        steps=60 if args.quick else 300,
+        every=10 if args.quick else 30,
+        capacity=1024,
+    )
+
+
+if __name__ == "__main__":
+    main()
