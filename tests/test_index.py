@@ -72,9 +72,16 @@ def _recall(index: NeighborIndex, queries: torch.Tensor, truth: np.ndarray) -> f
     return float((found[:, 0].numpy() == truth).mean())
 
 
-def test_ivf_sq8_recall(latents: tuple[torch.Tensor, torch.Tensor, np.ndarray]) -> None:
+@pytest.fixture(scope="module")
+def sq8(latents: tuple[torch.Tensor, torch.Tensor, np.ndarray]) -> NeighborIndex:
+    return NeighborIndex("ivf-sq8", seed=0).build(latents[0])
+
+
+def test_ivf_sq8_recall(
+    latents: tuple[torch.Tensor, torch.Tensor, np.ndarray], sq8: NeighborIndex
+) -> None:
     bank, queries, truth = latents
-    index = NeighborIndex("ivf-sq8", seed=0).build(bank)
+    index = sq8
     assert index.kind.startswith("IVF") and index.kind.endswith("SQ8")
     assert _recall(index, queries, truth) >= 0.95
     # 1 byte per dim + 8-byte id + the centroids amortised over 20k rows.
@@ -83,7 +90,7 @@ def test_ivf_sq8_recall(latents: tuple[torch.Tensor, torch.Tensor, np.ndarray]) 
 
 def test_ivf_pq_recall() -> None:
     # PQ training is costly on CPU (one k-means per sub-vector): a smaller bank keeps it fast.
-    bank = clustered(8000, 64, seed=1)
+    bank = clustered(4000, 64, seed=1)
     queries = clustered(300, 64, seed=2)
     truth = cdist(queries.numpy(), bank.numpy(), metric="cosine").argmin(1)
     index = NeighborIndex("ivf-pq", seed=0).build(bank)
@@ -124,9 +131,11 @@ def test_repeated_ids_need_retry() -> None:
         NeighborIndex("flat").build(bank, ids).search(queries, k=295, exclude=exclude)
 
 
-def test_streaming_matches_one_shot(latents: tuple[torch.Tensor, torch.Tensor, np.ndarray]) -> None:
+def test_streaming_matches_one_shot(
+    latents: tuple[torch.Tensor, torch.Tensor, np.ndarray], sq8: NeighborIndex
+) -> None:
     bank, queries, truth = latents
-    one_shot = _recall(NeighborIndex("ivf-sq8").build(bank), queries, truth)
+    one_shot = _recall(sq8, queries, truth)
     chunks = (bank[i : i + 3000] for i in range(0, len(bank), 3000))
     index = NeighborIndex("ivf-sq8").build_streaming(chunks, total=len(bank))
     assert len(index) == len(bank) and index.dim == 256
