@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -392,11 +394,24 @@ def format_table(rows: Sequence[dict[str, float]], best_step: int | None = None)
     return "\n".join(lines)
 
 
+class _DropAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet() -> None:
+    """Keep the demo's console to what matters: the caveat below is printed with the table."""
+    warnings.filterwarnings("ignore", message=r".*evaluation images but the features are")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the process exit status (0 on success)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     _check_args(args)
     pl = _lightning()
+    _quiet()
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -462,8 +477,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid_path = _save_grid(ifid_cb, Path(logger.log_dir))
     minutes = (time.perf_counter() - start) / 60
     print()
-    print(f"iFID / rFID on {len(eval_images)} held-out images ({args.feature} features), "
-          f"bank of up to {args.bank_size} training latents, {args.interpolation} alpha={args.alpha}")
+    print(
+        f"iFID and rFID on {len(eval_images)} held-out images ({args.feature} features); "
+        f"neighbours from a rolling bank of up to {args.bank_size} training latents; "
+        f"{args.interpolation}, alpha={args.alpha}."
+    )
+    if args.feature == "inception" and len(eval_images) < 2048:
+        print(
+            f"FID from {len(eval_images)} images (fewer than the 2048 feature dimensions) is biased "
+            "upwards: compare the rows with each other, not with published FIDs."
+        )
     print(format_table(table.rows, best_step))
     print()
     if checkpoint.best_model_path:
