@@ -510,6 +510,9 @@ class IFIDMonitor:
                 )
             if captured:
                 raise ValueError("exact_bank=True cannot pair hooked latents with images.")
+        if self.bank_device is None and self.bank.device != latents.device:
+            # Keep the bank where the latents are made: no device copy per step.
+            self._move_banks(latents.device)
         ids = self.bank.add(latents.to(self.bank.device))
         if self._sources is not None:
             self._sources.add(images.detach().to(self._sources.device), ids=ids)
