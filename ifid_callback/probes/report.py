@@ -34,6 +34,7 @@ def _targets(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     """gFID(t) for every t in the study, plus t = 1 (gFID) and t = 0 (rFID, by definition)."""
     ts = sorted({float(t) for r in rows for t in r["gfid_t"]})
     targets = {"gfid": [float(r["gfid"]) for r in rows]}
+    targets["gfid_t=0"] = [float(r["rfid"]) for r in rows]  # gFID(0) is rFID by definition
     for t in ts:
         targets[f"gfid_t={t:g}"] = [float(r["gfid_t"].get(f"{t:g}", math.nan)) for r in rows]
     return targets
@@ -270,14 +271,14 @@ def _plots(result: dict[str, Any], analysis: dict[str, Any], out: Path) -> dict[
     for key in ("rfid", "ifid", "neg_psnr"):
         per = analysis["correlations"].get(key, {})
         xs, ys = [], []
-        for t in [*ts, 1.0]:
+        for t in [0.0, *ts, 1.0]:
             name = "gfid" if t == 1.0 else f"gfid_t={t:g}"
             if name in per:
                 xs.append(t)
                 ys.append(per[name]["pearson"]["value"])
         ax.plot(xs, ys, marker="o", label=labels[key])
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set(xlabel="t (1 = gFID)", ylabel="PCC with gFID(t)", ylim=(-1.05, 1.05))
+    ax.set(xlabel="t (0 = rFID, 1 = gFID)", ylabel="PCC with gFID(t)", ylim=(-1.05, 1.05))
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "pcc_vs_t.png"
