@@ -245,10 +245,13 @@ def _load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset, str]:
 
 
 def _stack(dataset: Dataset, count: int, seed: int) -> Tensor:
-    """``count`` items of ``dataset`` (a seeded choice, sorted) stacked into one tensor."""
+    """``count`` items of ``dataset``, a seeded random choice in random order, as one tensor.
+
+    Random order, so that the first rows (those of the image grid) come from different photos.
+    """
     count = min(count, len(dataset))
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
-    return torch.stack([dataset[int(i)] for i in pick.sort().values])
+    return torch.stack([dataset[int(i)] for i in pick])
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,7 +457,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         enable_progress_bar=not args.no_progress,
         enable_model_summary=False,
         log_every_n_steps=10,
-        deterministic=False,
     )
     loader_kwargs = {"batch_size": args.batch_size, "num_workers": args.workers}
     train_loader = DataLoader(
@@ -465,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         persistent_workers=args.workers > 0,
         **loader_kwargs,
     )
-    val_loader = DataLoader(_TensorImages(_stack(val, 4 * args.batch_size, args.seed + 1)), **loader_kwargs)
+    val_images = _stack(val, 4 * args.batch_size, args.seed + 1)
+    val_loader = DataLoader(_TensorImages(val_images), **loader_kwargs)
     trainer.fit(module, train_loader, val_loader)
     if not trainer.is_global_zero:
         return 0
@@ -490,7 +493,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(table.rows, best_step))
     print()
     if checkpoint.best_model_path:
-        print(f"best checkpoint (lowest val/ifid = {float(best_score):.2f}): {checkpoint.best_model_path}")
+        print(
+            f"best checkpoint (lowest val/ifid = {float(best_score):.2f}): "
+            f"{checkpoint.best_model_path}"
+        )
     print(f"TensorBoard logs: {logger.log_dir}   (view: tensorboard --logdir {args.out})")
     if grid_path is not None:
         print(f"interpolation grid (x | NN(x) | interpolant | reconstruction): {grid_path}")
