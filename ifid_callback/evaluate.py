@@ -42,6 +42,8 @@ def evaluate_vae(
     bank_dtype: str = "fp32",
     device: torch.device | str | None = None,
     progress: bool = True,
+    stream_reference: bool = False,
+    memory_budget_bytes: int | None = None,
     **metric_kwargs: Any,
 ) -> dict[str, float]:
     """Evaluate iFID and rFID of a VAE over a query loader.
@@ -56,6 +58,12 @@ def evaluate_vae(
         max_images: stop after this many query images.
         bank_capacity: bank rows (default: all reference images, up to 1,000,000).
         bank_dtype: bank storage dtype ("fp32", "fp16", "bf16").
+        stream_reference: for a reference set too large for memory: stream its latents into a
+            compressed nearest-neighbour index (``NeighborIndex.build_streaming``, within
+            ``memory_budget_bytes``) and keep no latents; each query's neighbour is re-encoded
+            from the reference dataset by index (one extra encode per query). Needs a map-style,
+            unshuffled ``reference_loader.dataset``.
+        memory_budget_bytes: byte budget of the streamed index (selects SQ8 or PQ codes).
         device: where the metric runs (default: the VAE's device, else CPU).
         progress: show tqdm progress bars.
         **metric_kwargs: passed to :class:`InterpolatedFID` (feature, interpolation, alpha, k,
@@ -71,13 +79,22 @@ def evaluate_vae(
         device = metric.vae.device() or torch.device("cpu")
     metric = metric.to(device)
     bank = None
-    if reference_loader is not None:
+    if reference_loader is not None and stream_reference:
+        index_kind = metric_kwargs.get("index", "auto")
+        index = _stream_reference(
+            metric, reference_loader, device, index_kind, memory_budget_bytes, progress
+        )
+        metric.bank = None
+        metric.set_reference(index, _reencoder(metric, reference_loader, device))
+        bank_size = len(index)
+    elif reference_loader is not None:
         capacity = bank_capacity or _length(reference_loader) or 1_000_000
         bank = LatentBank(capacity=capacity, dtype=bank_dtype, device=device)
         with torch.no_grad():
             for batch in tqdm(reference_loader, desc="encode reference", disable=not progress):
                 bank.add(metric._encode(images_of(batch).to(device)))
         metric.bank = bank
+        bank_size = len(bank)
     seen = 0
     bar = tqdm(total=max_images, desc="iFID queries", unit="img", disable=not progress)
     for batch in query_loader:
@@ -94,8 +111,50 @@ def evaluate_vae(
     bar.close()
     result = {key: float(value) for key, value in metric.compute().items()}
     result["num_images"] = seen
-    result["bank_size"] = len(bank) if bank is not None else seen
+    result["bank_size"] = bank_size if reference_loader is not None else seen
     return result
+
+
+def _stream_reference(metric, loader, device, index_kind, budget, progress):
+    from ifid_callback.index import NeighborIndex
+
+    def latents():
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="index reference", disable=not progress):
+                z = metric._encode(images_of(batch).to(device))
+                yield z.reshape(z.shape[0], -1)
+
+    index = NeighborIndex(
+        index=index_kind, distance=metric.distance, memory_budget_bytes=budget, seed=metric.seed
+    )
+    return index.build_streaming(latents(), total=_length(loader))
+
+
+def _reencoder(metric, loader, device):
+    from torch.utils.data import SequentialSampler
+
+    dataset = getattr(loader, "dataset", None)
+    sampler = getattr(loader, "sampler", None)
+    if (
+        dataset is None
+        or not hasattr(dataset, "__getitem__")
+        or not isinstance(sampler, SequentialSampler)
+    ):
+        raise ValueError(
+            "stream_reference=True re-encodes neighbours by dataset index: pass a DataLoader over a "
+            "map-style dataset with shuffle=False."
+        )
+
+    def lookup(ids):
+        images = torch.stack([images_of(_as_batch(dataset[int(i)])) for i in ids]).to(device)
+        with torch.no_grad():
+            return metric._encode(images)
+
+    return lookup
+
+
+def _as_batch(item):
+    return item if isinstance(item, Tensor) else images_of(item)
 
 
 def _length(loader: Any) -> int | None:

@@ -169,9 +169,9 @@ class InterpolatedFID(Metric):
         self._real_cached = False
         self._index: NeighborIndex | None = None
         self._index_version = -1
-        self._ref_vectors: Tensor | None = None
-        self._ref_order: Tensor | None = None
-        self._ref_sorted_ids: Tensor | None = None
+        # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
+        self._lookup: Callable[[Tensor], Tensor] | None = None
+        self._external_reference = False
 
         d = num_features or _feature_dim(self.feature_net)
         self.num_features = d
@@ -215,7 +215,7 @@ class InterpolatedFID(Metric):
             new: dict[str, Tensor] = {}
             if not self._real_cached:
                 new.update(self._feature_sums("real", self._features(images)))
-            if self.bank is None:
+            if self._self_reference:
                 self._accumulate(new)
                 self.query_latents.append(z.detach().to(torch.float32).reshape(z.shape[0], -1))
                 self._latent_shape = tuple(z.shape[1:])
@@ -240,7 +240,7 @@ class InterpolatedFID(Metric):
             for key in self._defaults
             if key.startswith(("interp_", "recon_"))
         }
-        if self.bank is None:
+        if self._self_reference:
             sums = self._compute_self_reference(sums)
         mu_r, sigma_r = gaussian_statistics(
             self.real_features_sum, self.real_features_cov_sum, self.real_num_samples
@@ -304,9 +304,31 @@ class InterpolatedFID(Metric):
             raise ValueError("The reference set is empty; add latents first.")
         index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
         index.build(vectors, ids)
-        order = ids.argsort()
         self._index, self._index_version = index, version
-        self._ref_vectors, self._ref_order, self._ref_sorted_ids = vectors, order, ids[order]
+        self._lookup = _snapshot_lookup(vectors, ids)
+
+    def set_reference(self, index: NeighborIndex, lookup: Callable[[Tensor], Tensor]) -> None:
+        """Use a prebuilt index (e.g. ``NeighborIndex.build_streaming`` over a reference set too
+        large for memory) and a function that returns the latents of given ids.
+
+        Args:
+            index: a built :class:`NeighborIndex` over flattened reference latents.
+            lookup: maps (B,) int64 ids to their (B, D) or (B, ...) latents, e.g. by re-encoding the
+                reference images with those dataset indices (nothing else has to stay in memory).
+        """
+        if not isinstance(index, NeighborIndex) or len(index) == 0:
+            raise ValueError("set_reference needs a built, non-empty NeighborIndex.")
+        if not callable(lookup):
+            raise TypeError("lookup must be callable: ids (B,) -> latents (B, ...).")
+        if self.bank is not None:
+            raise ValueError("This metric has a bank; set_reference replaces it: pass bank=None.")
+        self._index, self._index_version, self._lookup = index, -1, lookup
+        self._external_reference = True
+
+    @property
+    def _self_reference(self) -> bool:
+        """True when the queries are their own reference (no bank, no prebuilt index)."""
+        return self.bank is None and not self._external_reference
 
     def neighbors(
         self, z: Tensor, exclude: Tensor | None = None, generator: torch.Generator | None = None
@@ -339,10 +361,10 @@ class InterpolatedFID(Metric):
         if self._index is None:
             raise ValueError("No neighbour index: call refresh_index() first.")
         flat = z.reshape(z.shape[0], -1)
-        if flat.shape[1] != self._ref_vectors.shape[1]:
+        if flat.shape[1] != self._index.dim:
             raise ValueError(
                 f"Latents have {flat.shape[1]} values per sample but the reference has "
-                f"{self._ref_vectors.shape[1]}; use a bank filled by the same encoder."
+                f"{self._index.dim}; use a bank filled by the same encoder."
             )
         available = len(self._index) - (1 if exclude is not None else 0)
         if self.k > available:
@@ -357,13 +379,7 @@ class InterpolatedFID(Metric):
             )
         else:
             choice = found[:, 0].cpu()
-        ref_ids = self._ref_sorted_ids.cpu()
-        pos = self._ref_order.cpu()[torch.searchsorted(ref_ids, choice).clamp_max(len(ref_ids) - 1)]
-        z_nn = (
-            self._ref_vectors[pos.to(self._ref_vectors.device)]
-            .to(z.device, z.dtype)
-            .reshape(z.shape)
-        )
+        z_nn = self._lookup(choice).to(z.device, z.dtype).reshape(z.shape)
         return z_nn, choice
 
     # ------------------------------------------------------------------ internals
@@ -502,6 +518,18 @@ class InterpolatedFID(Metric):
                 torch.distributed.all_reduce(value)
         self._index = None
         return partial
+
+
+def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]:
+    """ids -> rows of a snapshot of the reference (ids need not be sorted or contiguous)."""
+    order = ids.argsort().cpu()
+    sorted_ids = ids.cpu()[order]
+
+    def lookup(wanted: Tensor) -> Tensor:
+        pos = order[torch.searchsorted(sorted_ids, wanted.cpu()).clamp_max(len(sorted_ids) - 1)]
+        return vectors[pos.to(vectors.device)]
+
+    return lookup
 
 
 def _feature_dim(net: torch.nn.Module) -> int:
