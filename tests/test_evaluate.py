@@ -18,16 +18,22 @@ def loaders():
     )
 
 
-def test_evaluate_with_reference_matches_the_metric_used_by_hand():
-    queries, reference, q_loader, r_loader = loaders()
-    out = evaluate_vae(
+def run(query_loader, reference_loader=None, **kwargs):
+    """evaluate_vae with the stand-in VAE and features, quietly."""
+    return evaluate_vae(
         encoder=encode,
         decoder=decode,
-        query_loader=q_loader,
-        reference_loader=r_loader,
+        query_loader=query_loader,
+        reference_loader=reference_loader,
         feature=RandomFeatures(IN_DIM),
         progress=False,
+        **kwargs,
     )
+
+
+def test_evaluate_with_reference_matches_the_metric_used_by_hand():
+    queries, reference, q_loader, r_loader = loaders()
+    out = run(q_loader, r_loader)
     bank = LatentBank(capacity=300)
     bank.add(encode(reference))
     metric = InterpolatedFID(
@@ -45,16 +51,8 @@ def test_streamed_reference_gives_the_same_ifid(index):
     if index != "exact":
         pytest.importorskip("faiss")
     _, _, q_loader, r_loader = loaders()
-    common = dict(
-        encoder=encode,
-        decoder=decode,
-        query_loader=q_loader,
-        reference_loader=r_loader,
-        feature=RandomFeatures(IN_DIM),
-        progress=False,
-    )
-    in_memory = evaluate_vae(**common)
-    streamed = evaluate_vae(**common, stream_reference=True, index=index)
+    in_memory = run(q_loader, r_loader)
+    streamed = run(q_loader, r_loader, stream_reference=True, index=index)
     # Neighbours are re-encoded from the dataset, so with the same neighbours the result is equal;
     # a small IVF index scanning enough lists finds the same neighbours on this small set.
     assert streamed["ifid"] == pytest.approx(in_memory["ifid"], rel=1e-6)
@@ -66,27 +64,12 @@ def test_stream_reference_needs_an_unshuffled_map_style_loader():
     _, reference, q_loader, _ = loaders()
     shuffled = DataLoader(TensorDataset(reference), batch_size=64, shuffle=True)
     with pytest.raises(ValueError, match="shuffle=False"):
-        evaluate_vae(
-            encoder=encode,
-            decoder=decode,
-            query_loader=q_loader,
-            reference_loader=shuffled,
-            feature=RandomFeatures(IN_DIM),
-            progress=False,
-            stream_reference=True,
-        )
+        run(q_loader, shuffled, stream_reference=True)
 
 
 def test_max_images_and_self_reference():
     _, _, q_loader, _ = loaders()
-    out = evaluate_vae(
-        encoder=encode,
-        decoder=decode,
-        query_loader=q_loader,
-        feature=RandomFeatures(IN_DIM),
-        progress=False,
-        max_images=20,
-    )
+    out = run(q_loader, max_images=20)
     assert out["num_images"] == 20 and out["bank_size"] == 20
     with pytest.raises(ValueError, match="query_loader"):
         evaluate_vae(encoder=encode, decoder=decode)
