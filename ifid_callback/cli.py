@@ -187,7 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ifid_callback.demo import main as demo_main
 
         rest = argv[2:] if argv[1:2] == ["--"] else argv[1:]
-        return demo_main(rest)
+        try:
+            return demo_main(rest)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            print(f"ifid demo: error: {exc}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -200,13 +200,15 @@ def test_demo_trains_on_a_user_folder(tmp_path, capsys):
     assert "40 images from" in capsys.readouterr().out
 
 
-def test_demo_rejects_bad_options():
+def test_demo_rejects_bad_options(tmp_path, capsys):
     from ifid_callback.demo import main as demo_main
 
     with pytest.raises(ValueError, match="multiple of 4"):
         demo_main(["--size", "30"])
     with pytest.raises(ValueError, match="--evals"):
         demo_main(["--max-steps", "2", "--evals", "5"])
+    assert cli.main(["demo", "--data", str(tmp_path / "missing"), "--feature", SMOKE]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_format_table_marks_the_best_row():
