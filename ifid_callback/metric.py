@@ -279,6 +279,40 @@ class InterpolatedFID(Metric):
         """Calling the metric accumulates like :meth:`update`; a per-batch FID is not meaningful."""
         self.update(*args, **kwargs)
 
+    # ------------------------------------------------------------------ real statistics
+    REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_num_samples")
+
+    def real_statistics(self) -> dict[str, Tensor]:
+        """Copies of this process's real-image sums: feature sum (d,), outer-product sum (d, d)
+        and count, keyed by state name (what :meth:`load_real_statistics` takes back)."""
+        return {key: getattr(self, key).detach().clone() for key in self.REAL_STATES}
+
+    def load_real_statistics(self, stats: dict[str, Tensor] | None) -> None:
+        """Install real-image sums and mark them cached (later updates skip the real pass).
+
+        ``None`` clears them and turns caching off, so the next round recomputes them. Under DDP
+        give the global sums to one rank and zeros to the others: states are summed at sync.
+        """
+        if stats is None:
+            self._real_cached = False
+            for key in self.REAL_STATES:
+                setattr(self, key, torch.zeros_like(getattr(self, key)))
+            return
+        missing = set(self.REAL_STATES) - set(stats)
+        if missing:
+            raise ValueError(f"real statistics are missing {sorted(missing)}.")
+        values = {key: torch.as_tensor(stats[key]) for key in self.REAL_STATES}
+        expected = {key: getattr(self, key).shape for key in self.REAL_STATES}
+        for key, value in values.items():
+            if value.shape != expected[key]:
+                raise ValueError(
+                    f"{key} has shape {tuple(value.shape)}, expected {tuple(expected[key])}: the "
+                    "statistics come from a feature network of another dimension."
+                )
+        for key, value in values.items():
+            setattr(self, key, value.to(self.device, getattr(self, key).dtype))
+        self._real_cached = True
+
     # ------------------------------------------------------------------ neighbours
     def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> None:
         """(Re)build the neighbour index from the bank, or from given (N, D) vectors and ids.

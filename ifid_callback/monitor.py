@@ -670,18 +670,14 @@ class IFIDMonitor:
         if self._pending_real is None:
             return
         pending, self._pending_real = self._pending_real, None
-        for key, value in pending.items():
-            value = value.to(device)
-            setattr(self.metric, key, value if rank == 0 else torch.zeros_like(value))
         # The metric skips the real-image pass once its real statistics are cached.
-        self.metric._real_cached = True
+        self.metric.load_real_statistics(
+            {k: (v if rank == 0 else torch.zeros_like(v)) for k, v in pending.items()}
+        )
         self._real_global = {k: v.clone() for k, v in pending.items()}
 
     def _global_real_statistics(self, world: int) -> dict[str, Tensor]:
-        stats = {
-            key: getattr(self.metric, key).detach().clone()
-            for key in ("real_features_sum", "real_features_cov_sum", "real_num_samples")
-        }
+        stats = self.metric.real_statistics()
         if world > 1:
             for key, value in stats.items():
                 stats[key] = _all_reduce_sum(value)
@@ -798,7 +794,7 @@ class IFIDMonitor:
         self.last_eval_step = _opt_int(state.get("last_eval_step"))
         self.history = [dict(h) for h in state.get("history", [])]
         # A full reset of the metric (cached real statistics included); the index is rebuilt.
-        self.metric._real_cached = False
+        self.metric.load_real_statistics(None)
         self.metric.reset()
         self._index_ready = False
         self._real_global = None
