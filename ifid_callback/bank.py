@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ifid_callback.distributed import comm_device, world_and_rank
+
 _STORAGE_DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -132,7 +134,7 @@ class LatentBank:
         if not torch.isfinite(flat).all():
             raise ValueError("latents contain NaN or Inf; the encoder output is not finite.")
         if ids is None:
-            world, rank = _world_and_rank()
+            world, rank = world_and_rank()
             counters = torch.arange(self._next_id, self._next_id + batch, dtype=torch.long)
             new_ids = counters * world + rank
         else:
@@ -188,16 +190,16 @@ class LatentBank:
         if self.dim is None:
             raise ValueError("Cannot gather an empty bank: add latents on every rank first.")
         world = torch.distributed.get_world_size()
-        comm_device = _comm_device(self.device)
-        size = torch.tensor([len(self)], device=comm_device)
+        comm = comm_device()
+        size = torch.tensor([len(self)], device=comm)
         sizes = [torch.zeros_like(size) for _ in range(world)]
         torch.distributed.all_gather(sizes, size)
         max_size = int(max(int(s) for s in sizes))
         # all_gather needs equal shapes: pad, gather, then trim each rank's block.
-        vec = torch.zeros(max_size, self.dim, dtype=torch.float32, device=comm_device)
-        idx = torch.zeros(max_size, dtype=torch.long, device=comm_device)
-        vec[: len(self)] = self.vectors.to(comm_device, torch.float32)
-        idx[: len(self)] = self.ids.to(comm_device)
+        vec = torch.zeros(max_size, self.dim, dtype=torch.float32, device=comm)
+        idx = torch.zeros(max_size, dtype=torch.long, device=comm)
+        vec[: len(self)] = self.vectors.to(comm, torch.float32)
+        idx[: len(self)] = self.ids.to(comm)
         vecs = [torch.zeros_like(vec) for _ in range(world)]
         idxs = [torch.zeros_like(idx) for _ in range(world)]
         torch.distributed.all_gather(vecs, vec)
@@ -246,18 +248,3 @@ class LatentBank:
             f"LatentBank(size={len(self)}, capacity={self.capacity}, dim={self.dim}, "
             f"dtype={str(self.dtype).replace('torch.', '')}, device={self.device})"
         )
-
-
-def _world_and_rank() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
-
-
-def _comm_device(device: torch.device) -> torch.device:
-    backend = torch.distributed.get_backend()
-    return (
-        torch.device("cuda", torch.cuda.current_device())
-        if backend == "nccl"
-        else torch.device("cpu")
-    )

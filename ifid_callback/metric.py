@@ -10,6 +10,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
+from ifid_callback.distributed import all_reduce_sum, world_and_rank
 from ifid_callback.features import feature_dim, resolve_feature
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
@@ -529,13 +530,7 @@ class InterpolatedFID(Metric):
         shape = getattr(self, "_latent_shape", (latents.shape[1],))
         ids = torch.arange(n, device=latents.device)
         self.refresh_index(latents, ids)
-        world, rank = 1, 0
-        if (
-            self._is_synced
-            and torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-        ):
-            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        world, rank = world_and_rank() if self._is_synced else (1, 0)
         chunk = 64
         partial = {key: torch.zeros_like(value) for key, value in sums.items()}
         # Chunk c goes to rank c % world with its own seed: results do not depend on world size.
@@ -548,8 +543,7 @@ class InterpolatedFID(Metric):
             for key, value in self._decode_and_featurize(z, z_nn, gen).items():
                 partial[key] = partial[key] + value.to(partial[key].device)
         if world > 1:
-            for value in partial.values():
-                torch.distributed.all_reduce(value)
+            partial = {key: all_reduce_sum(value) for key, value in partial.items()}
         self._index = None
         return partial
 

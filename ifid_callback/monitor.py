@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.diffusers_vae import latent_hook_point, vae_callables, vae_dtype
+from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
 from ifid_callback.evaluate import images_of
 from ifid_callback.functional.interpolation import interpolate
 from ifid_callback.grid import image_grid
@@ -542,9 +543,9 @@ class IFIDMonitor:
         With ``exact_bank`` the bank's source images are re-encoded with the current encoder
         first. Collective under torch.distributed.
         """
-        world, _ = _world_and_rank()
+        world, _ = world_and_rank()
         local = len(self.bank)
-        smallest = _all_reduce_int(local, "min") if world > 1 else local
+        smallest = all_reduce_int(local, "min") if world > 1 else local
         if smallest == 0:
             where = "" if world == 1 else " on at least one rank"
             raise ValueError(
@@ -626,7 +627,7 @@ class IFIDMonitor:
         """
         if step is not None:
             self.step = int(step)
-        world, rank = _world_and_rank()
+        world, rank = world_and_rank()
         if (
             self.refresh_every_n_steps is None
             or not self._index_ready
@@ -680,7 +681,7 @@ class IFIDMonitor:
         stats = self.metric.real_statistics()
         if world > 1:
             for key, value in stats.items():
-                stats[key] = _all_reduce_sum(value)
+                stats[key] = all_reduce_sum(value)
         return {key: value.cpu() for key, value in stats.items()}
 
     @contextlib.contextmanager
@@ -846,28 +847,3 @@ def _bank_from_state(
         # newest `capacity` rows survive.
         bank.load_state_dict({**state, "capacity": capacity})
     return bank
-
-
-def _world_and_rank() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
-
-
-def _comm_device() -> torch.device:
-    if torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _all_reduce_sum(value: Tensor) -> Tensor:
-    buf = value.to(_comm_device()).clone()
-    torch.distributed.all_reduce(buf)
-    return buf.to(value.device)
-
-
-def _all_reduce_int(value: int, op: str) -> int:
-    buf = torch.tensor([value], dtype=torch.long, device=_comm_device())
-    reduce_op = torch.distributed.ReduceOp.MIN if op == "min" else torch.distributed.ReduceOp.SUM
-    torch.distributed.all_reduce(buf, op=reduce_op)
-    return int(buf.item())
