@@ -26,6 +26,17 @@ from ifid_callback.integrations.accelerate import AccelerateIFID
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
 
 
+class VAEWithLoss(torch.nn.Module):
+    """forward() computes the loss, so the prepared (DDP-wrapped) model syncs its gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vae = TinyVAE(TinyVAEConfig(base_channels=16))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.vae.loss(images)  # {"loss", "recon", "kl", "latents" (posterior means)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--max-steps", type=int, default=400)
@@ -44,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(0)
     accelerator = Accelerator(log_with="tensorboard", project_dir=str(args.out))
     accelerator.init_trackers("ifid")
-    vae = TinyVAE(TinyVAEConfig(base_channels=16))
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    model = VAEWithLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     train = EmbeddedPatches("train", size=32, max_items=64 if args.smoke else None)
     loader = DataLoader(train, batch_size=16 if args.smoke else 32, shuffle=True, drop_last=True)
-    vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     monitor = IFIDMonitor(
-        accelerator.unwrap_model(vae),
+        accelerator.unwrap_model(model).vae,
         eval_images=EmbeddedPatches("val", size=32).as_tensor(),  # held out: no shared pixels
         num_eval_images=args.eval_images,
         eval_every_n_steps=args.eval_every,
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     step = 0
     while step < args.max_steps:
         for images in loader:
-            out = accelerator.unwrap_model(vae).loss(images)  # MSE + KL, and the latents
+            out = model(images)  # MSE + KL, and the latents
             optimizer.zero_grad()
             accelerator.backward(out["loss"])
             optimizer.step()
