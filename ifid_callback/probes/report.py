@@ -197,7 +197,7 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
             "",
             "## Split-half reliability",
             "",
-            "Each FID recomputed on two disjoint halves of its images: do the two halves rank "
+            "Each FID recomputed on two disjoint halves of its images (even and odd positions): do the two halves rank "
             "the VAEs the same way, and how far apart are they compared with the spread "
             "across VAEs?",
             "",

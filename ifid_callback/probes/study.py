@@ -338,12 +338,15 @@ def _real_stage(
             "gfid_floor": fid_from_features(ev[:n_s], ref),
             "gfid_floor_n": n_s,
         }
+        # Interleaved halves: the subsets are in dataset order, which groups images by source.
         half = len(ref) // 2
-        result["reference_split_half_fid"] = fid_from_features(ref[:half], ref[half : 2 * half])
+        result["reference_split_half_fid"] = fid_from_features(
+            ref[0 : 2 * half : 2], ref[1 : 2 * half : 2]
+        )
         result["reference_split_half_n"] = half
         if len(ev) >= 4:
             h = len(ev) // 2
-            result["eval_split_half_fid"] = fid_from_features(ev[:h], ev[h : 2 * h])
+            result["eval_split_half_fid"] = fid_from_features(ev[0 : 2 * h : 2], ev[1 : 2 * h : 2])
             result["eval_split_half_n"] = h
         irs_real = image_retrieval_score(
             torch.from_numpy(np.ascontiguousarray(ev[:n_s])),
@@ -361,6 +364,7 @@ def _real_stage(
             "n_ref": config.num_reference,
             "num_samples": config.num_samples,
             "irs_distance": config.irs_distance,
+            "halves": "interleaved",
         },
         floors,
     )
@@ -623,8 +627,8 @@ def _run_vae(
     )
 
     def split_half_stage() -> dict[str, Any]:
-        # Each FID recomputed on two disjoint halves of its images (cached features): how far
-        # the number moves with the sample alone, at half the study's sample count.
+        # Each FID recomputed on two disjoint interleaved halves of its images (cached features):
+        # how far the number moves with the sample alone, at half the study's sample count.
         real_eval = _load_array(real_dir / "eval_features.npy")
         ref = _load_array(real_dir / "reference_features.npy")
         halves: dict[str, list[float]] = {}
@@ -637,19 +641,24 @@ def _run_vae(
             h = len(feats) // 2
             if key == "gfid":  # samples are independent of the reference: halve the samples only
                 halves[key] = [
-                    fid_from_features(feats[:h], ref),
-                    fid_from_features(feats[h : 2 * h], ref),
+                    fid_from_features(feats[0 : 2 * h : 2], ref),
+                    fid_from_features(feats[1 : 2 * h : 2], ref),
                 ]
             else:  # paired with their source images: halve both sides together
                 halves[key] = [
-                    fid_from_features(feats[:h], real[:h]),
-                    fid_from_features(feats[h : 2 * h], real[h : 2 * h]),
+                    fid_from_features(feats[0 : 2 * h : 2], real[0 : 2 * h : 2]),
+                    fid_from_features(feats[1 : 2 * h : 2], real[1 : 2 * h : 2]),
                 ]
         return halves
 
     split = stages.run(
         "split_half",
-        {**sample_key, "num_samples": config.num_samples, "num_reference": config.num_reference},
+        {
+            **sample_key,
+            "num_samples": config.num_samples,
+            "num_reference": config.num_reference,
+            "halves": "interleaved",
+        },
         split_half_stage,
     )
     return {
