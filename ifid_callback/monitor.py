@@ -847,3 +847,19 @@ def _bank_from_state(
         # newest `capacity` rows survive.
         bank.load_state_dict({**state, "capacity": capacity})
     return bank
+
+
+def check_adapter_arguments(owner: str, monitor: Any, monitor_kwargs: Mapping[str, Any]) -> None:
+    """Shared validation of a framework adapter's ``monitor=`` / ``**monitor_kwargs`` pair."""
+    if monitor is not None and not isinstance(monitor, IFIDMonitor):
+        raise TypeError(f"monitor must be an IFIDMonitor or None, got {type(monitor).__name__}.")
+    if monitor is not None and monitor_kwargs:
+        raise ValueError(
+            f"Pass either a ready monitor or IFIDMonitor arguments, not both (got monitor and "
+            f"{sorted(monitor_kwargs)})."
+        )
+    if monitor is None and "eval_images" not in monitor_kwargs:
+        raise ValueError(
+            f"{owner} needs evaluation images: pass eval_images=<(N, C, H, W) tensor or Dataset> "
+            "(or a ready monitor=IFIDMonitor(...))."
+        )

@@ -14,7 +14,7 @@ except ImportError:  # the standalone package
     from pytorch_lightning.loggers import TensorBoardLogger
 
 from ifid_callback.evaluate import images_of
-from ifid_callback.monitor import IFIDMonitor
+from ifid_callback.monitor import IFIDMonitor, check_adapter_arguments
 
 __all__ = ["IFIDCallback"]
 
@@ -76,20 +76,7 @@ class IFIDCallback(Callback):
         **monitor_kwargs: Any,
     ) -> None:
         super().__init__()
-        if monitor is not None and not isinstance(monitor, IFIDMonitor):
-            raise TypeError(
-                f"monitor must be an IFIDMonitor or None, got {type(monitor).__name__}."
-            )
-        if monitor is not None and monitor_kwargs:
-            raise ValueError(
-                f"Pass either a ready monitor or IFIDMonitor arguments, not both (got monitor and "
-                f"{sorted(monitor_kwargs)})."
-            )
-        if monitor is None and "eval_images" not in monitor_kwargs:
-            raise ValueError(
-                "IFIDCallback needs evaluation images: pass eval_images=<(N, C, H, W) tensor or "
-                "Dataset> (or a ready monitor=IFIDMonitor(...))."
-            )
+        check_adapter_arguments("IFIDCallback", monitor, monitor_kwargs)
         self.monitor = monitor
         self.monitor_kwargs = monitor_kwargs
         self.log_prefix = log_prefix

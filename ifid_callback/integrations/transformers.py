@@ -34,7 +34,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from ifid_callback.monitor import IFIDMonitor
+from ifid_callback.monitor import IFIDMonitor, check_adapter_arguments
 
 __all__ = ["MONITOR_FILENAME", "IFIDTrainer", "IFIDTrainerCallback", "IFIDTrainerMixin"]
 
@@ -66,20 +66,7 @@ class IFIDTrainerCallback(TrainerCallback):
     """
 
     def __init__(self, monitor: IFIDMonitor | None = None, **monitor_kwargs: Any) -> None:
-        if monitor is not None and not isinstance(monitor, IFIDMonitor):
-            raise TypeError(
-                f"monitor must be an IFIDMonitor or None, got {type(monitor).__name__}."
-            )
-        if monitor is not None and monitor_kwargs:
-            raise ValueError(
-                f"Pass either a ready monitor or IFIDMonitor arguments, not both (got monitor and "
-                f"{sorted(monitor_kwargs)})."
-            )
-        if monitor is None and "eval_images" not in monitor_kwargs:
-            raise ValueError(
-                "IFIDTrainerCallback needs evaluation images: pass eval_images=<(N, C, H, W) "
-                "tensor or Dataset> (or a ready monitor=IFIDMonitor(...))."
-            )
+        check_adapter_arguments("IFIDTrainerCallback", monitor, monitor_kwargs)
         if monitor is None and any(monitor_kwargs.get(k) is not None for k in _VAE_KEYS):
             monitor = IFIDMonitor(**monitor_kwargs)
         self.monitor = monitor
