@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ifid_callback.functional.neighbors import nearest_neighbors
+from ifid_callback.functional.neighbors import _check_finite, _check_matrix, nearest_neighbors
 
 __all__ = ["NeighborIndex"]
 
@@ -84,22 +84,13 @@ def _pq_subquantizers(dim: int) -> int:
 
 
 def _check_vectors(name: str, x: object, dim: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be 2-D (rows, dim), got shape {tuple(x.shape)}; "
-            "flatten latents with `z.reshape(len(z), -1)`."
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must be floating point, got {x.dtype}; use `.float()`.")
+    x = _check_matrix(name, x)
     if dim is not None and x.shape[1] != dim:
         raise ValueError(
             f"`{name}` has dim {x.shape[1]} but the index holds vectors of dim {dim}; "
             "search with latents of the same shape as the bank."
         )
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or Inf; remove or fix those rows first.")
+    _check_finite(name, x)
     return x
 
 
