@@ -36,9 +36,10 @@ _TRAIN_POINTS_PER_LIST = 32
 _KMEANS_ITERS = 10
 _MIN_TRAIN_POINTS_PER_LIST = 8
 _MAX_NLIST = 4096
-# Default nprobe as a fraction of nlist (measured: recall@1 >= 0.95 on clustered latents needs
-# about nlist/150 probes; twice that for margin), never fewer than this many lists.
-_NPROBE_FRACTION = 1 / 64
+# Default nprobe as a fraction of nlist, never fewer than _MIN_NPROBE lists. Measured on clustered
+# latents, 250k x 1024, IVF2000,SQ8, 1000 queries, idle 2-core CPU: nprobe 31 gives recall@1 0.998
+# at 6.8x the exact search's speed, 16 gives 0.989 at 11.5x, 8 gives 0.914 at 16.8x.
+_NPROBE_FRACTION = 1 / 128
 _MIN_NPROBE = 16
 _HNSW_M = 32
 _ADD_BATCH = 65536
