@@ -390,7 +390,7 @@ def _run_vae(
     from tqdm.auto import tqdm
 
     from ..functional.interpolation import interpolate
-    from ..functional.neighbors import nearest_neighbors
+    from ..index import NeighborIndex
     from ..vae import VAEAdapter
 
     vae_dir = out / "vaes" / name
@@ -461,12 +461,11 @@ def _run_vae(
         distance = config.distance or (
             "sqeuclidean" if config.interpolation == "linear" else "cosine"
         )
-        _, pos = nearest_neighbors(
-            z_eval.flatten(1).to(device),
-            z_train.flatten(1).to(device),
-            k=config.k,
-            distance=distance,
-        )
+        # "auto": exact search for small sets, a compressed IVF index (built chunk by chunk from
+        # the memory-mapped latents) for ImageNet-size ones. Ids are row positions.
+        index = NeighborIndex(index="auto", distance=distance, device=device, seed=config.seed)
+        index.build(z_train.flatten(1))
+        _, pos = index.search(z_eval.flatten(1).to(device), k=config.k)
         gen = torch.Generator().manual_seed(config.seed)
         pick = torch.randint(0, config.k, (len(z_eval),), generator=gen)
         nn_idx = pos.cpu()[torch.arange(len(z_eval)), pick]
