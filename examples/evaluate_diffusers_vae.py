@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         queries = Subset(queries, range(min(args.num_images, len(queries))))
     reference = None
     if args.reference is not None:
-        reference = DataLoader(ImageFolder(args.reference, size=args.size), batch_size=args.batch_size)
+        reference = DataLoader(
+            ImageFolder(args.reference, size=args.size), batch_size=args.batch_size
+        )
 
     if args.smoke:
         from ifid_callback.demo import SmokeFeatures

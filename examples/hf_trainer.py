@@ -106,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train()
     for row in trainer.state.log_history:
         if "eval_ifid" in row:
-            print(f"step {row['step']:>5}  rFID {row['eval_rfid']:8.2f}  iFID {row['eval_ifid']:8.2f}")
-    print(f"best checkpoint (eval_ifid {trainer.state.best_metric:.2f}): "
-          f"{trainer.state.best_model_checkpoint}")
+            print(
+                f"step {row['step']:>5}  rFID {row['eval_rfid']:8.2f}  iFID {row['eval_ifid']:8.2f}"
+            )
+    print(
+        f"best checkpoint (eval_ifid {trainer.state.best_metric:.2f}): "
+        f"{trainer.state.best_model_checkpoint}"
+    )
     return 0
 
 

@@ -69,40 +69,58 @@ class PhotoSource:
 # content across splits).
 PHOTOS: tuple[PhotoSource, ...] = (
     PhotoSource(
-        "astronaut", "skimage", "data/astronaut.png",
+        "astronaut",
+        "skimage",
+        "data/astronaut.png",
         "NASA photograph of Eileen Collins; public domain (no known copyright restrictions)",
     ),
     PhotoSource(
-        "chelsea", "skimage", "data/chelsea.png",
+        "chelsea",
+        "skimage",
+        "data/chelsea.png",
         "Chelsea the cat; CC0 by the photographer (Stefan van der Walt)",
     ),
     PhotoSource(
-        "coffee", "skimage", "data/coffee.png",
+        "coffee",
+        "skimage",
+        "data/coffee.png",
         "coffee cup, courtesy of Pikolo Espresso Bar; CC0 by the photographer (Rachel Michetti)",
     ),
     PhotoSource(
-        "rocket", "skimage", "data/rocket.jpg",
+        "rocket",
+        "skimage",
+        "data/rocket.jpg",
         "Falcon 9 / DSCOVR launch by SpaceX; released into the public domain",
     ),
     PhotoSource(
-        "motorcycle", "skimage", "data/motorcycle_left.png",
+        "motorcycle",
+        "skimage",
+        "data/motorcycle_left.png",
         "left view of the Middlebury 2014 stereo 'Motorcycle' scene (Scharstein et al., GCPR "
         "2014), as redistributed by scikit-image; no licence stated beyond that",
     ),
     PhotoSource(
-        "hubble_deep_field", "skimage", "data/hubble_deep_field.jpg",
+        "hubble_deep_field",
+        "skimage",
+        "data/hubble_deep_field.jpg",
         "Hubble eXtreme Deep Field, NASA/ESA; public domain",
     ),
     PhotoSource(
-        "ihc", "skimage", "data/ihc.png",
+        "ihc",
+        "skimage",
+        "data/ihc.png",
         "immunohistochemistry micrograph, CMMI; no known copyright restrictions",
     ),
     PhotoSource(
-        "retina", "skimage", "data/retina.jpg",
+        "retina",
+        "skimage",
+        "data/retina.jpg",
         "fundus photograph by Mikael Häggström (Wikimedia Commons); CC0 1.0",
     ),
     PhotoSource(
-        "grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
+        "grace_hopper",
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
         "official U.S. Navy portrait of Grace M. Hopper; public domain (U.S. government work)",
     ),
 )
@@ -421,7 +439,15 @@ def _select_sources(photos: Sequence[str] | None) -> tuple[PhotoSource, ...]:
 
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
 )
 
 
@@ -466,9 +492,7 @@ class ImageFolder(Dataset):
         self.extensions = exts
         self.paths = self._scan()
         if not self.paths:
-            raise ValueError(
-                f"no images with extensions {exts} found under {str(self.root)!r}"
-            )
+            raise ValueError(f"no images with extensions {exts} found under {str(self.root)!r}")
         if size is None:
             self._check_same_size()
 

@@ -290,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of torch (0: torch's default, one per core). One thread is the robust "
         "choice on a shared machine, where idle-waiting threads cost several times the work",
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, eval set")
+    g.add_argument(
+        "--seed", type=int, default=0, help="seed of initialisation, data order, eval set"
+    )
     d = p.add_argument_group("data")
     d.add_argument(
         "--data",

@@ -66,12 +66,34 @@ def test_help_texts_list_every_option(capsys):
     top = _help(["--help"], capsys)
     assert "eval" in top and "demo" in top
     ev = _help(["eval", "--help"], capsys)
-    for option in ("--vae", "--images", "--reference", "--num-images", "--interpolation",
-                   "--alpha", "--k", "--index", "--json", "--no-progress", "--preset", "--feature"):
+    for option in (
+        "--vae",
+        "--images",
+        "--reference",
+        "--num-images",
+        "--interpolation",
+        "--alpha",
+        "--k",
+        "--index",
+        "--json",
+        "--no-progress",
+        "--preset",
+        "--feature",
+    ):
         assert option in ev, option
     demo = _help(["demo", "--help"], capsys)
-    for option in ("--max-steps", "--data", "--gpus", "--size", "--eval-images", "--out", "--seed",
-                   "--evals", "--feature", "--threads"):
+    for option in (
+        "--max-steps",
+        "--data",
+        "--gpus",
+        "--size",
+        "--eval-images",
+        "--out",
+        "--seed",
+        "--evals",
+        "--feature",
+        "--threads",
+    ):
         assert option in demo, option
     assert _help(["demo", "--", "--help"], capsys) == demo
 
@@ -107,10 +129,24 @@ def _independent_ifid(vae_dir: Path, images_dir: Path, alpha: float) -> tuple[fl
 
 def test_eval_end_to_end_matches_a_hand_written_pipeline(setup, tmp_path, capsys):
     out = tmp_path / "result.json"
-    code = cli.main([
-        "eval", "--vae", str(setup["vae"]), "--images", str(setup["images"]), "--feature", SMOKE,
-        "--index", "exact", "--json", str(out), "--no-progress", "--device", "cpu",
-    ])
+    code = cli.main(
+        [
+            "eval",
+            "--vae",
+            str(setup["vae"]),
+            "--images",
+            str(setup["images"]),
+            "--feature",
+            SMOKE,
+            "--index",
+            "exact",
+            "--json",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "iFID" in printed and "rFID" in printed and str(out) in printed
@@ -123,11 +159,26 @@ def test_eval_end_to_end_matches_a_hand_written_pipeline(setup, tmp_path, capsys
 
 def test_eval_alpha_zero_gives_rfid_and_reference_folder_sets_the_bank(setup, tmp_path):
     out = tmp_path / "a0.json"
-    cli.main([
-        "eval", "--vae", str(setup["vae"]), "--images", str(setup["images"]), "--feature", SMOKE,
-        "--reference", str(setup["reference"]), "--alpha", "0", "--num-images", "8",
-        "--json", str(out), "--no-progress",
-    ])
+    cli.main(
+        [
+            "eval",
+            "--vae",
+            str(setup["vae"]),
+            "--images",
+            str(setup["images"]),
+            "--feature",
+            SMOKE,
+            "--reference",
+            str(setup["reference"]),
+            "--alpha",
+            "0",
+            "--num-images",
+            "8",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
     result = json.loads(out.read_text())
     assert result["num_images"] == 8 and result["bank_size"] == 20
     # alpha = 0 decodes the latent itself: the interpolants are the reconstructions.
@@ -135,15 +186,31 @@ def test_eval_alpha_zero_gives_rfid_and_reference_folder_sets_the_bank(setup, tm
 
 
 def test_eval_reports_bad_input_without_a_traceback(setup, tmp_path, capsys):
-    code = cli.main([
-        "eval", "--vae", str(setup["vae"]), "--images", str(tmp_path / "missing"),
-        "--feature", SMOKE, "--no-progress",
-    ])
+    code = cli.main(
+        [
+            "eval",
+            "--vae",
+            str(setup["vae"]),
+            "--images",
+            str(tmp_path / "missing"),
+            "--feature",
+            SMOKE,
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
-    code = cli.main([
-        "eval", "--vae", str(tmp_path), "--images", str(setup["images"]), "--feature", SMOKE,
-    ])
+    code = cli.main(
+        [
+            "eval",
+            "--vae",
+            str(tmp_path),
+            "--images",
+            str(setup["images"]),
+            "--feature",
+            SMOKE,
+        ]
+    )
     assert code == 2
     assert "config.json" in capsys.readouterr().err
     with pytest.raises(ValueError, match="package.module:factory"):
@@ -164,10 +231,22 @@ def one_thread():
 def test_eval_with_the_real_inception_on_four_images(setup, tmp_path, one_thread):
     pytest.importorskip("ifid_callback.features")
     out = tmp_path / "inception.json"
-    code = cli.main([
-        "eval", "--vae", str(setup["vae"]), "--images", str(setup["images"]), "--num-images", "4",
-        "--json", str(out), "--no-progress", "--batch-size", "4",
-    ])
+    code = cli.main(
+        [
+            "eval",
+            "--vae",
+            str(setup["vae"]),
+            "--images",
+            str(setup["images"]),
+            "--num-images",
+            "4",
+            "--json",
+            str(out),
+            "--no-progress",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["num_images"] == 4
@@ -179,10 +258,26 @@ def test_eval_with_the_real_inception_on_four_images(setup, tmp_path, one_thread
 def test_demo_runs_tiny_and_selects_the_best_checkpoint(tmp_path, capsys):
     pytest.importorskip("lightning")
     out = tmp_path / "demo"
-    code = cli.main([
-        "demo", "--max-steps", "6", "--evals", "3", "--eval-images", "8", "--batch-size", "8",
-        "--base-channels", "8", "--feature", SMOKE, "--out", str(out), "--no-progress",
-    ])
+    code = cli.main(
+        [
+            "demo",
+            "--max-steps",
+            "6",
+            "--evals",
+            "3",
+            "--eval-images",
+            "8",
+            "--batch-size",
+            "8",
+            "--base-channels",
+            "8",
+            "--feature",
+            SMOKE,
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     lines = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]
@@ -200,11 +295,30 @@ def test_demo_runs_tiny_and_selects_the_best_checkpoint(tmp_path, capsys):
 def test_demo_trains_on_a_user_folder(tmp_path, capsys):
     pytest.importorskip("lightning")
     folder = save_patches(tmp_path / "photos", 40, split="train", size=20)
-    code = cli.main([
-        "demo", "--data", str(folder), "--size", "16", "--max-steps", "2", "--evals", "1",
-        "--eval-images", "4", "--batch-size", "8", "--base-channels", "8", "--feature", SMOKE,
-        "--out", str(tmp_path / "run"), "--no-progress",
-    ])
+    code = cli.main(
+        [
+            "demo",
+            "--data",
+            str(folder),
+            "--size",
+            "16",
+            "--max-steps",
+            "2",
+            "--evals",
+            "1",
+            "--eval-images",
+            "4",
+            "--batch-size",
+            "8",
+            "--base-channels",
+            "8",
+            "--feature",
+            SMOKE,
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "40 images from" in capsys.readouterr().out
 

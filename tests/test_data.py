@@ -88,7 +88,9 @@ def test_deterministic_across_constructions_and_cache_clears():
 
 @needs_all
 def test_documented_counts():
-    counts = {(s, split): len(EmbeddedPatches(split, s)) for s in (32, 64) for split in data._SPLITS}
+    counts = {
+        (s, split): len(EmbeddedPatches(split, s)) for s in (32, 64) for split in data._SPLITS
+    }
     assert counts == {
         (32, "train"): 6077,
         (32, "val"): 1706,
@@ -298,8 +300,17 @@ def _write(path, array):
 
 
 def test_recursive_sorted_order_and_filters(tmp_path):
-    names = ["b/z.png", "a/y.jpg", "10.png", "9.PNG", "a/b/c.jpeg", "a/notes.txt", ".hidden.png",
-             ".cache/skip.png", "c.bmp"]
+    names = [
+        "b/z.png",
+        "a/y.jpg",
+        "10.png",
+        "9.PNG",
+        "a/b/c.jpeg",
+        "a/notes.txt",
+        ".hidden.png",
+        ".cache/skip.png",
+        "c.bmp",
+    ]
     for i, name in enumerate(names):
         if name.endswith(".txt"):
             (tmp_path / name).write_text("not an image")

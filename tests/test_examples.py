@@ -108,8 +108,17 @@ def test_evaluate_diffusers_example_loads_a_saved_autoencoder(tmp_path, monkeypa
     vae_dir = save_tiny_autoencoder(tmp_path / "vae")
     images = save_patches(tmp_path / "images", 10)
     out_json = tmp_path / "result.json"
-    argv = ["--vae", str(vae_dir), "--images", str(images), "--smoke", "--json", str(out_json),
-            "--device", "cpu"]
+    argv = [
+        "--vae",
+        str(vae_dir),
+        "--images",
+        str(images),
+        "--smoke",
+        "--json",
+        str(out_json),
+        "--device",
+        "cpu",
+    ]
     assert run_example("evaluate_diffusers_vae.py", argv, monkeypatch) == 0
     out = capsys.readouterr().out
     assert "loaded AutoencoderKL" in out and "not FID" in out
