@@ -108,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)"
     )
     ev.add_argument(
+        "--stream-reference",
+        action="store_true",
+        help="for a reference folder too large for memory: stream its latents into a compressed "
+        "faiss index and re-encode each query's neighbour from its image (keeps no latents)",
+    )
+    ev.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=None,
+        help="with --stream-reference: byte budget of the index in GiB (selects SQ8 or PQ codes)",
+    )
+    ev.add_argument(
         "--json", type=Path, default=None, help="also write the results to this JSON file"
     )
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -167,6 +179,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         seed=args.seed,
         device=device,
         progress=not args.no_progress,
+        stream_reference=args.stream_reference and reference is not None,
+        memory_budget_bytes=(
+            int(args.memory_budget_gb * 2**30) if args.memory_budget_gb is not None else None
+        ),
     )
     result.update(
         vae=args.vae,

@@ -185,6 +185,20 @@ def test_eval_alpha_zero_gives_rfid_and_reference_folder_sets_the_bank(setup, tm
     assert result["ifid"] == pytest.approx(result["rfid"], rel=1e-9, abs=1e-9)
 
 
+def test_eval_streamed_reference_matches_the_in_memory_bank(setup, tmp_path):
+    def run(*extra):
+        out = tmp_path / f"r{len(extra)}.json"
+        common = ["eval", "--vae", str(setup["vae"]), "--images", str(setup["images"])]
+        common += ["--feature", SMOKE, "--reference", str(setup["reference"]), "--index", "exact"]
+        cli.main([*common, "--num-images", "8", "--json", str(out), "--no-progress", *extra])
+        return json.loads(out.read_text())
+
+    in_memory, streamed = run(), run("--stream-reference")
+    assert streamed["bank_size"] == in_memory["bank_size"] == 20
+    assert streamed["ifid"] == pytest.approx(in_memory["ifid"], rel=1e-6)
+    assert streamed["rfid"] == pytest.approx(in_memory["rfid"], rel=1e-9)
+
+
 def test_eval_reports_bad_input_without_a_traceback(setup, tmp_path, capsys):
     code = cli.main(
         [
