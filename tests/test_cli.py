@@ -127,15 +127,16 @@ def _independent_ifid(vae_dir: Path, images_dir: Path, alpha: float) -> tuple[fl
     return scipy_fid(real, fi), scipy_fid(real, fr)
 
 
+def eval_args(setup) -> list[str]:
+    """The start of an `ifid eval` command on the test's VAE and query folder."""
+    return ["eval", "--vae", str(setup["vae"]), "--images", str(setup["images"])]
+
+
 def test_eval_end_to_end_matches_a_hand_written_pipeline(setup, tmp_path, capsys):
     out = tmp_path / "result.json"
     code = cli.main(
         [
-            "eval",
-            "--vae",
-            str(setup["vae"]),
-            "--images",
-            str(setup["images"]),
+            *eval_args(setup),
             "--feature",
             SMOKE,
             "--index",
@@ -161,11 +162,7 @@ def test_eval_alpha_zero_gives_rfid_and_reference_folder_sets_the_bank(setup, tm
     out = tmp_path / "a0.json"
     cli.main(
         [
-            "eval",
-            "--vae",
-            str(setup["vae"]),
-            "--images",
-            str(setup["images"]),
+            *eval_args(setup),
             "--feature",
             SMOKE,
             "--reference",
@@ -188,8 +185,15 @@ def test_eval_alpha_zero_gives_rfid_and_reference_folder_sets_the_bank(setup, tm
 def test_eval_streamed_reference_matches_the_in_memory_bank(setup, tmp_path):
     def run(*extra):
         out = tmp_path / f"r{len(extra)}.json"
-        common = ["eval", "--vae", str(setup["vae"]), "--images", str(setup["images"])]
-        common += ["--feature", SMOKE, "--reference", str(setup["reference"]), "--index", "exact"]
+        common = [
+            *eval_args(setup),
+            "--feature",
+            SMOKE,
+            "--reference",
+            str(setup["reference"]),
+            "--index",
+            "exact",
+        ]
         cli.main([*common, "--num-images", "8", "--json", str(out), "--no-progress", *extra])
         return json.loads(out.read_text())
 
@@ -247,11 +251,7 @@ def test_eval_with_the_real_inception_on_four_images(setup, tmp_path, one_thread
     out = tmp_path / "inception.json"
     code = cli.main(
         [
-            "eval",
-            "--vae",
-            str(setup["vae"]),
-            "--images",
-            str(setup["images"]),
+            *eval_args(setup),
             "--num-images",
             "4",
             "--json",
