@@ -237,15 +237,6 @@ def test_eval_reports_bad_input_without_a_traceback(setup, tmp_path, capsys):
         load_feature("math:pi")
 
 
-@pytest.fixture
-def one_thread():
-    # One thread: on a busy machine, idle-waiting worker threads make the 2048-d FID far slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_eval_with_the_real_inception_on_four_images(setup, tmp_path, one_thread):
     pytest.importorskip("ifid_callback.features")
     out = tmp_path / "inception.json"

@@ -20,14 +20,7 @@ from ifid_callback.probes.sampling import (
 from ifid_callback.probes.sit import SIT_SIZES, LatentNormalizer, SiT, SiTConfig
 from ifid_callback.probes.train import resolve_time_shift
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small ops are faster single-threaded, and timings do not depend on a shared machine's load.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(model: SiT, seed: int = 0) -> SiT:

@@ -20,12 +20,7 @@ from ifid_callback.probes.train import (
 SMALL = {"depth": 2, "hidden_size": 64, "num_heads": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _latents(n: int = 24, seed: int = 0) -> torch.Tensor:
