@@ -220,10 +220,12 @@ class InterpolatedFID(Metric):
                 self._accumulate(new)
                 self.query_latents.append(z.detach().to(torch.float32).reshape(z.shape[0], -1))
                 self._latent_shape = tuple(z.shape[1:])
-                return
-            z_nn, _ = self.neighbors(z, exclude=ids)
-            new.update(self._decode_and_featurize(z, z_nn, self._generator))
-        self._accumulate(new)
+            else:
+                z_nn, _ = self.neighbors(z, exclude=ids)
+                new.update(self._decode_and_featurize(z, z_nn, self._generator, images.shape[1]))
+                self._accumulate(new)
+        # Learned only now that the whole batch went through.
+        self._channels = images.shape[1]
 
     def compute(self) -> dict[str, Tensor]:
         """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}``.
@@ -264,6 +266,7 @@ class InterpolatedFID(Metric):
 
     def reset(self) -> None:
         """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
+        self._channels = None
         if self.reset_real_features or not self._real_cached:
             super().reset()
             self._real_cached = False
@@ -432,7 +435,14 @@ class InterpolatedFID(Metric):
             )
         if self._channels is not None and images.shape[1] != self._channels:
             raise ValueError(
-                f"images have {images.shape[1]} channels but earlier batches had {self._channels}."
+                f"images have {images.shape[1]} channels but earlier batches of this round had "
+                f"{self._channels}; pass images of one channel count per round (reset() starts a "
+                "new round)."
+            )
+        if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); the "
+                "metric takes (B, C, H, W): use images.permute(0, 3, 1, 2)."
             )
         if images.device != self.device:
             raise ValueError(
@@ -453,7 +463,6 @@ class InterpolatedFID(Metric):
                 f"images span [{lo:.4g}, {hi:.4g}] but input_range is {self.input_range}; rescale "
                 "them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
             )
-        self._channels = images.shape[1]
 
     def _encode(self, images: Tensor) -> Tensor:
         z = self.vae.encode(
@@ -470,13 +479,15 @@ class InterpolatedFID(Metric):
             )
         return z
 
-    def _decode(self, z: Tensor) -> Tensor:
+    def _decode(self, z: Tensor, channels: int | None = None) -> Tensor:
         x = self.vae.decode(z)
         if x.ndim != 4 or x.shape[0] != z.shape[0]:
             raise ValueError(f"The decoder must return images (B, C, H, W); got {tuple(x.shape)}.")
-        if self._channels is not None and x.shape[1] != self._channels:
+        channels = channels if channels is not None else self._channels
+        if channels is not None and x.shape[1] != channels:
             raise ValueError(
-                f"The decoder returns {x.shape[1]} channels but the images have {self._channels}."
+                f"The decoder returns {x.shape[1]} channels but the images have {channels}; "
+                "use a decoder that returns images like the encoder takes."
             )
         if not torch.isfinite(x).all():
             raise ValueError("The decoder returned NaN or Inf; check the VAE's weights.")
@@ -493,13 +504,13 @@ class InterpolatedFID(Metric):
         return f.to(torch.float64)
 
     def _decode_and_featurize(
-        self, z: Tensor, z_nn: Tensor, generator: torch.Generator
+        self, z: Tensor, z_nn: Tensor, generator: torch.Generator, channels: int | None = None
     ) -> dict[str, Tensor]:
         """Decode [z, interpolant] in one call, extract features in one pass, return the sums."""
         z_hat = interpolate(z, z_nn, self.interpolation, self.alpha, generator=generator)
         batch = z.shape[0]
         latents = torch.cat([z, z_hat]) if self.compute_rfid else z_hat
-        feats = self._features(self._decode(latents))
+        feats = self._features(self._decode(latents, channels))
         sums = self._feature_sums("interp", feats[-batch:])
         if self.compute_rfid:
             sums.update(self._feature_sums("recon", feats[:batch]))
