@@ -66,8 +66,10 @@ class InterpolatedFID(Metric):
         input_range: (low, high) value range of the images; decodes are clamped to it.
         sample_posterior: use a posterior sample instead of its mean.
         preset: ``"paper"`` sets the official protocol (posterior sample, k=10, softmax pick).
-        reset_real_features: when False, real-image statistics are computed on the first round
-            only and kept across ``reset()`` (later updates skip the real feature pass).
+        reset_real_features: when False, the real-image statistics of the first round that
+            was computed are kept across ``reset()``: caching starts at the reset that ends that
+            round (never mid-round), and later rounds skip the real feature pass, so they must
+            use the same query images.
         seed: seed of the random choices (posterior sampling, mask positions, top-k pick).
         range_tolerance: how far outside ``input_range`` input images may stray before an error.
         auto_refresh_index: rebuild the neighbour index whenever the bank changed since it was
@@ -168,6 +170,7 @@ class InterpolatedFID(Metric):
         self._generator = torch.Generator().manual_seed(self.seed)
         self._channels: int | None = None
         self._real_cached = False
+        self._round_computed = False
         self._index: NeighborIndex | None = None
         self._index_version = -1
         # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
@@ -248,8 +251,9 @@ class InterpolatedFID(Metric):
         mu_r, sigma_r = gaussian_statistics(
             self.real_features_sum, self.real_features_cov_sum, self.real_num_samples
         )
-        if not self.reset_real_features:
-            self._real_cached = True
+        # The real statistics of this round are complete only when the round ends: reset()
+        # starts caching them, so updates after a mid-round compute() still add real images.
+        self._round_computed = True
         out = {}
         mu_i, sigma_i = gaussian_statistics(
             sums["interp_features_sum"], sums["interp_features_cov_sum"], sums["interp_num_samples"]
@@ -267,10 +271,13 @@ class InterpolatedFID(Metric):
     def reset(self) -> None:
         """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
         self._channels = None
-        if self.reset_real_features or not self._real_cached:
+        keep_real = not self.reset_real_features and (self._real_cached or self._round_computed)
+        self._round_computed = False
+        if not keep_real:
             super().reset()
             self._real_cached = False
             return
+        self._real_cached = True
         kept = {
             key: getattr(self, key)
             for key in ("real_features_sum", "real_features_cov_sum", "real_num_samples")
@@ -298,7 +305,7 @@ class InterpolatedFID(Metric):
         give the global sums to one rank and zeros to the others: states are summed at sync.
         """
         if stats is None:
-            self._real_cached = False
+            self._real_cached = self._round_computed = False
             for key in self.REAL_STATES:
                 setattr(self, key, torch.zeros_like(getattr(self, key)))
             return
