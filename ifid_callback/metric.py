@@ -547,6 +547,16 @@ class InterpolatedFID(Metric):
             )
         shape = getattr(self, "_latent_shape", (latents.shape[1],))
         ids = torch.arange(n, device=latents.device)
+        try:
+            return self._search_own_queries(latents, ids, shape, sums)
+        finally:
+            # The index and its snapshot hold a copy of every query latent: free them now.
+            self._index, self._lookup = None, None
+
+    def _search_own_queries(
+        self, latents: Tensor, ids: Tensor, shape: tuple[int, ...], sums: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        n = latents.shape[0]
         self.refresh_index(latents, ids)
         world, rank = world_and_rank() if self._is_synced else (1, 0)
         chunk = 64
@@ -562,7 +572,6 @@ class InterpolatedFID(Metric):
                 partial[key] = partial[key] + value.to(partial[key].device)
         if world > 1:
             partial = {key: all_reduce_sum(value) for key, value in partial.items()}
-        self._index = None
         return partial
 
 
