@@ -12,6 +12,7 @@ from torchmetrics import Metric
 from ifid_callback.bank import LatentBank
 from ifid_callback.distributed import all_reduce_sum, world_and_rank
 from ifid_callback.features import feature_dim, resolve_feature
+from ifid_callback.functional import frechet
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
 from ifid_callback.functional.neighbors import pick_neighbor
@@ -171,6 +172,9 @@ class InterpolatedFID(Metric):
         self._channels: int | None = None
         self._real_cached = False
         self._round_computed = False
+        # (real covariance, its square root) of the last compute(): iFID and rFID share it and
+        # later rounds with cached real statistics reuse it.
+        self._sqrt_cache: tuple[Tensor, Tensor] | None = None
         self._index: NeighborIndex | None = None
         self._index_version = -1
         # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
@@ -255,18 +259,33 @@ class InterpolatedFID(Metric):
         # starts caching them, so updates after a mid-round compute() still add real images.
         self._round_computed = True
         out = {}
+        root = self._real_sqrt(sigma_r)
         mu_i, sigma_i = gaussian_statistics(
             sums["interp_features_sum"], sums["interp_features_cov_sum"], sums["interp_num_samples"]
         )
-        out["ifid"] = frechet_distance(mu_r, sigma_r, mu_i, sigma_i)
+        out["ifid"] = frechet_distance(mu_r, sigma_r, mu_i, sigma_i, sqrt_sigma1=root)
         if self.compute_rfid:
             mu_c, sigma_c = gaussian_statistics(
                 sums["recon_features_sum"],
                 sums["recon_features_cov_sum"],
                 sums["recon_num_samples"],
             )
-            out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c)
+            out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c, sqrt_sigma1=root)
         return out
+
+    def _real_sqrt(self, sigma_r: Tensor) -> Tensor:
+        """Square root of the real covariance, recomputed only when that covariance changed.
+
+        The cache is keyed on the covariance itself (compared exactly), so no path that changes
+        the real statistics (updates, a load, a DDP sync) can leave a stale root.
+        """
+        sigma = sigma_r.detach().to("cpu", torch.float64)
+        cached = self._sqrt_cache
+        if cached is not None and cached[0].shape == sigma.shape and torch.equal(cached[0], sigma):
+            return cached[1]
+        root = frechet.psd_sqrt(sigma)
+        self._sqrt_cache = (sigma.clone(), root)
+        return root
 
     def reset(self) -> None:
         """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
