@@ -11,7 +11,7 @@ from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.distributed import all_reduce_sum, world_and_rank
-from ifid_callback.features import feature_dim, resolve_feature
+from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
 from ifid_callback.functional import frechet
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
@@ -19,18 +19,100 @@ from ifid_callback.functional.neighbors import pick_neighbor
 from ifid_callback.index import NeighborIndex
 from ifid_callback.vae import VAEAdapter
 
+# What runs when neither an argument nor a preset says otherwise (the paper's main setting).
+DEFAULTS: dict[str, Any] = {
+    "interpolation": "slerp",
+    "alpha": 0.5,
+    "k": 1,
+    "pick": "uniform",
+    "sample_posterior": False,
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    # The official protocol: posterior sample, top-10 neighbours, one picked with softmax(-d).
+    # The official protocol: posterior sample, top-10 neighbours, one picked with probability
+    # softmax(-MSE) (MSE per latent element, raw latents), slerp at alpha 0.5.
     "paper": {
         "sample_posterior": True,
         "k": 10,
-        "pick": "softmax",
+        "pick": "softmax_mse",
         "interpolation": "slerp",
         "alpha": 0.5,
     },
 }
 _DISTANCES = ("cosine", "sqeuclidean")
-_PICKS = ("uniform", "softmax")
+_PICKS = ("uniform", "softmax_mse", "softmax_distance")
+
+
+def resolve_settings(
+    preset: str | None = None,
+    *,
+    interpolation: str | None = None,
+    alpha: float | None = None,
+    k: int | None = None,
+    pick: str | None = None,
+    sample_posterior: bool | None = None,
+    distance: str | None = None,
+) -> dict[str, Any]:
+    """The protocol settings that run for these arguments (None: not given).
+
+    A preset fills the settings it defines; an argument given together with a preset must agree
+    with it. Unset settings take :data:`DEFAULTS`; the distance follows the interpolation
+    (squared L2 for linear, cosine otherwise). :class:`InterpolatedFID` resolves its arguments
+    with this function, and reports should record its result.
+
+    Returns:
+        ``{"preset", "interpolation", "alpha", "k", "pick", "sample_posterior", "distance"}``.
+
+    Raises:
+        ValueError: unknown preset or values, or arguments that contradict the preset.
+    """
+    given = {
+        "interpolation": interpolation,
+        "alpha": alpha,
+        "k": k,
+        "pick": pick,
+        "sample_posterior": sample_posterior,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    settings = dict(DEFAULTS)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}.")
+        fixed = PRESETS[preset]
+        conflicts = {key: value for key, value in given.items() if value != fixed.get(key, value)}
+        if conflicts:
+            got = ", ".join(f"{key}={value!r}" for key, value in conflicts.items())
+            sets = ", ".join(f"{key}={fixed[key]!r}" for key in conflicts)
+            raise ValueError(
+                f"preset={preset!r} sets {sets} but got {got}; drop those arguments to run the "
+                f"preset, or drop preset= to choose every setting yourself."
+            )
+        settings.update(fixed)
+    settings.update(given)
+    if settings["pick"] == "softmax":
+        raise ValueError(
+            "pick='softmax' is ambiguous: use 'softmax_mse' (the official protocol: probability "
+            "softmax(-MSE) on the raw latents) or 'softmax_distance' (softmax of minus the "
+            "search distance)."
+        )
+    if settings["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {INTERPOLATIONS}, got {settings['interpolation']!r}."
+        )
+    alpha = settings["alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
+    settings["alpha"] = float(alpha)
+    k = settings["k"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    if settings["pick"] not in _PICKS:
+        raise ValueError(f"pick must be one of {_PICKS}, got {settings['pick']!r}.")
+    if distance is None:
+        distance = "sqeuclidean" if settings["interpolation"] == "linear" else "cosine"
+    if distance not in _DISTANCES:
+        raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+    settings["sample_posterior"] = bool(settings["sample_posterior"])
+    return {"preset": preset, **settings, "distance": distance}
 
 
 class InterpolatedFID(Metric):
@@ -54,9 +136,14 @@ class InterpolatedFID(Metric):
         feature: ``"inception"`` for the standard FID Inception-v3 pool3 features (2048-d, offline
             weights), or an ``nn.Module`` mapping images in ``input_range`` to (B, d).
         interpolation: ``"slerp"`` (default), ``"linear"`` or ``"mask"``.
-        alpha: interpolation weight in [0, 1]; 0 gives iFID == rFID.
-        k: number of nearest neighbours to pick one from (k > 1: a seeded random pick).
-        pick: how to pick among k: ``"uniform"`` or ``"softmax"`` over -distance.
+        alpha: interpolation weight in [0, 1] (default 0.5); 0 gives iFID == rFID.
+        k: number of nearest neighbours to pick one from (default 1; k > 1: a seeded random
+            pick).
+        pick: how one of the k is picked: ``"uniform"`` (default); ``"softmax_mse"``, the
+            official rule: candidate j with probability softmax(-MSE_j), MSE_j the mean squared
+            difference per latent element between the query and candidate j on the raw latents
+            (whatever distance found the k); or ``"softmax_distance"``: softmax of minus the
+            search distance (cosine distances in [0, 2] make it nearly uniform).
         bank: a :class:`LatentBank` of reference latents, or None to use the query images
             themselves as the reference (all latents are kept until ``compute``; self excluded).
         index: nearest-neighbour index: ``"auto"``, ``"exact"``, a faiss kind (``"ivf"``,
@@ -65,8 +152,10 @@ class InterpolatedFID(Metric):
             linear.
         compute_rfid: also compute rFID (one batched decode of 2B latents instead of B).
         input_range: (low, high) value range of the images; decodes are clamped to it.
-        sample_posterior: use a posterior sample instead of its mean.
-        preset: ``"paper"`` sets the official protocol (posterior sample, k=10, softmax pick).
+        sample_posterior: use a posterior sample instead of its mean (default False).
+        preset: ``"paper"`` sets the official protocol (posterior sample, k=10,
+            ``pick="softmax_mse"``, slerp, alpha 0.5). An argument that contradicts the preset is
+            an error; :attr:`settings` records what runs.
         reset_real_features: when False, the real-image statistics of the first round that
             was computed are kept across ``reset()``: caching starts at the reset that ends that
             round (never mid-round), and later rounds skip the real feature pass, so they must
@@ -97,16 +186,16 @@ class InterpolatedFID(Metric):
         *,
         vae: Any = None,
         feature: str | torch.nn.Module = "inception",
-        interpolation: str = "slerp",
-        alpha: float = 0.5,
-        k: int = 1,
-        pick: str = "uniform",
+        interpolation: str | None = None,
+        alpha: float | None = None,
+        k: int | None = None,
+        pick: str | None = None,
         bank: LatentBank | None = None,
         index: str = "auto",
         distance: str | None = None,
         compute_rfid: bool = True,
         input_range: tuple[float, float] = (-1.0, 1.0),
-        sample_posterior: bool = False,
+        sample_posterior: bool | None = None,
         preset: str | None = None,
         reset_real_features: bool = True,
         seed: int = 0,
@@ -116,32 +205,15 @@ class InterpolatedFID(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(
-                    f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}."
-                )
-            settings = PRESETS[preset]
-            sample_posterior, k, pick = (
-                settings["sample_posterior"],
-                settings["k"],
-                settings["pick"],
-            )
-            interpolation, alpha = settings["interpolation"], settings["alpha"]
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}."
-            )
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
-        if pick not in _PICKS:
-            raise ValueError(f"pick must be one of {_PICKS}, got {pick!r}.")
-        if distance is None:
-            distance = "sqeuclidean" if interpolation == "linear" else "cosine"
-        if distance not in _DISTANCES:
-            raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+        settings = resolve_settings(
+            preset,
+            interpolation=interpolation,
+            alpha=alpha,
+            k=k,
+            pick=pick,
+            sample_posterior=sample_posterior,
+            distance=distance,
+        )
         if bank is not None and not isinstance(bank, LatentBank):
             raise TypeError(f"bank must be a LatentBank or None, got {type(bank).__name__}.")
         low, high = (float(v) for v in input_range)
@@ -151,16 +223,19 @@ class InterpolatedFID(Metric):
             raise ValueError("reset_real_features must be a bool.")
 
         self.vae = VAEAdapter(
-            vae=vae, encoder=encoder, decoder=decoder, sample_posterior=sample_posterior
+            vae=vae,
+            encoder=encoder,
+            decoder=decoder,
+            sample_posterior=settings["sample_posterior"],
         )
         self.feature_net = resolve_feature(feature, (low, high))
-        self.interpolation = interpolation
-        self.alpha = float(alpha)
-        self.k = k
-        self.pick = pick
+        self.interpolation = settings["interpolation"]
+        self.alpha = settings["alpha"]
+        self.k = settings["k"]
+        self.pick = settings["pick"]
         self.bank = bank
         self.index = index
-        self.distance = distance
+        self.distance = settings["distance"]
         self.compute_rfid = bool(compute_rfid)
         self.input_range = (low, high)
         self.preset = preset
@@ -200,6 +275,27 @@ class InterpolatedFID(Metric):
         # Keep the feature network's weights out of checkpoints of whatever holds this metric.
         self._register_state_dict_hook(_drop_feature_net_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_feature_net_keys)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings that run (for logs, hparams and JSON reports): preset, interpolation,
+        alpha, k, pick, sample_posterior, distance, index, seed, compute_rfid, input_range,
+        reset_real_features and the feature network's name."""
+        return {
+            "preset": self.preset,
+            "interpolation": self.interpolation,
+            "alpha": self.alpha,
+            "k": self.k,
+            "pick": self.pick,
+            "sample_posterior": self.vae.sample_posterior,
+            "distance": self.distance,
+            "index": self.index,
+            "seed": self.seed,
+            "compute_rfid": self.compute_rfid,
+            "input_range": list(self.input_range),
+            "reset_real_features": self.reset_real_features,
+            "feature": _feature_name(self.feature_net),
+        }
 
     # ------------------------------------------------------------------ torchmetrics API
     def update(self, images: Tensor, ids: Tensor | None = None) -> None:
@@ -438,13 +534,23 @@ class InterpolatedFID(Metric):
             )
         dist, found = self._index.search(flat, k=self.k, exclude=exclude)
         if self.k > 1:
-            choice = pick_neighbor(
-                dist.cpu(), found.cpu(), pick=self.pick, generator=generator or self._generator
-            )
+            choice = self._pick(z, dist, found, generator or self._generator)
         else:
             choice = found[:, 0].cpu()
         z_nn = self._lookup(choice).to(z.device, z.dtype).reshape(z.shape)
         return z_nn, choice
+
+    def _pick(self, z: Tensor, dist: Tensor, found: Tensor, generator: Any) -> Tensor:
+        """One of the k candidates ``found`` (B, k) of each latent, by ``self.pick``."""
+        if self.pick != "softmax_mse":
+            rule = "softmax" if self.pick == "softmax_distance" else "uniform"
+            return pick_neighbor(dist.cpu(), found.cpu(), pick=rule, generator=generator)
+        # The official weights: mean squared difference per latent element on the raw latents.
+        batch, k = found.shape
+        flat = z.reshape(batch, 1, -1).to(torch.float32)
+        candidates = self._lookup(found.reshape(-1)).to(flat.device, torch.float32)
+        mse = (candidates.reshape(batch, k, -1) - flat).pow(2).mean(dim=2)
+        return pick_neighbor(mse.cpu(), found.cpu(), pick="softmax", generator=generator)
 
     # ------------------------------------------------------------------ internals
     def _check_images(self, images: Tensor) -> None:
@@ -604,6 +710,10 @@ def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]
         return vectors[pos.to(vectors.device)]
 
     return lookup
+
+
+def _feature_name(net: torch.nn.Module) -> str:
+    return "inception" if isinstance(net, InceptionFeatures) else type(net).__name__
 
 
 def _feature_dim(net: torch.nn.Module) -> int:

@@ -222,11 +222,12 @@ def pick_neighbor(
         distances: (Q, k) finite distances of the candidates (as returned by the search).
         candidates: (Q, k) tensor of candidates (positions or ids, any dtype); same shape.
         pick: ``"uniform"``: each of the k with probability 1/k. ``"softmax"``: candidate j with
-            probability ``softmax(-distances)[j]``, as the paper's official code does (it uses the
-            per-element mean squared error as distance). That rule depends on the scale of the
-            distances: cosine distances (in [0, 2]) give nearly uniform picks, summed squared
-            distances of large latents give nearly always the closest; to match the official code
-            with ``"sqeuclidean"``, pass ``distances / D``.
+            probability ``softmax(-distances)[j]``. The rule depends on the scale of what is
+            passed: the paper's official code passes the mean squared difference per latent
+            element between the query and each candidate on the raw latents (whatever distance
+            found them), ``((z[:, None] - cand) ** 2).mean(-1)``, which is what
+            ``InterpolatedFID(pick="softmax_mse")`` does; cosine distances (in [0, 2]) give
+            nearly uniform picks.
         generator: the random source, for reproducible picks; the draw is made on the
             generator's device (CPU when None) and moved to the candidates' device.
 
