@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ifid_callback.bank import LatentBank
-from ifid_callback.diffusers_vae import latent_hook_point, vae_callables, vae_dtype
+from ifid_callback.diffusers_vae import latent_hook_point
 from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
 from ifid_callback.evaluate import images_of
 from ifid_callback.functional.interpolation import interpolate
@@ -168,10 +168,7 @@ class IFIDMonitor:
                 f"encoder_module must be an nn.Module, got {type(encoder_module).__name__}."
             )
 
-        if vae is not None and vae_dtype(vae) not in (None, torch.float32):
-            # Half-precision VAE: cast images in and decodes out; explicit callables still win.
-            enc, dec = vae_callables(vae)
-            encoder, decoder = encoder or enc, decoder or dec
+        # Half-precision VAEs: the metric's VAEAdapter casts images in and latents/decodes out.
         self.metric = InterpolatedFID(
             encoder=encoder,
             decoder=decoder,

@@ -24,6 +24,10 @@ class VAEAdapter:
     Latents are used as the VAE returns them, without ``scaling_factor``/``shift_factor``: nearest
     neighbours and interpolation are defined on the raw latent space.
 
+    Half-precision VAEs (fp16/bf16 weights, found on the VAE or on the modules behind the
+    callables) get their inputs cast to their dtype; latents and decoded images come back as
+    float32, so search, interpolation and features run in full precision.
+
     Args:
         vae: an object with ``encode`` and ``decode`` methods (e.g. ``diffusers.AutoencoderKL``).
         encoder, decoder: callables used instead of (or to override) the VAE's methods.
@@ -63,6 +67,15 @@ class VAEAdapter:
         self._decoder = decoder
         self.sample_posterior = bool(sample_posterior)
 
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """Floating dtype of the VAE's weights, or None when no module is visible."""
+        for module in self.modules():
+            dtype = module_dtype(module)
+            if dtype is not None:
+                return dtype
+        return None
+
     def modules(self) -> list[torch.nn.Module]:
         """The nn.Modules behind the callables (used for device checks)."""
         found = []
@@ -84,12 +97,17 @@ class VAEAdapter:
         return None
 
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Images (B, C, H, W) -> latents (B, ...) (posterior mean unless ``sample_posterior``)."""
-        return self._latents_from(self._encoder(images), generator)
+        """Images (B, C, H, W) -> latents (B, ...) (posterior mean unless ``sample_posterior``);
+        float32 latents from a half-precision VAE."""
+        half = _half(self.dtype)
+        out = _run("encoder", self._encoder, images.to(half) if half else images)
+        z = self._latents_from(out, generator)
+        return z.float() if half and isinstance(z, Tensor) and z.dtype == half else z
 
     def decode(self, latents: Tensor) -> Tensor:
-        """Latents (B, ...) -> images (B, C, H, W)."""
-        out = self._decoder(latents)
+        """Latents (B, ...) -> images (B, C, H, W); float32 images from a half-precision VAE."""
+        half = _half(self.dtype)
+        out = _run("decoder", self._decoder, latents.to(half) if half else latents)
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = getattr(out, "sample", out)
@@ -98,7 +116,7 @@ class VAEAdapter:
                 f"The decoder returned {type(out).__name__}; expected a tensor or an object with a "
                 "`.sample` tensor (diffusers DecoderOutput)."
             )
-        return out
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     def _latents_from(self, out: Any, generator: torch.Generator | None) -> Tensor:
         if isinstance(out, (tuple, list)):
@@ -122,6 +140,45 @@ class VAEAdapter:
             "tensor, a posterior with .mean/.sample(), or an object with .latent_dist / .latents / "
             ".latent, or pass encoder=<callable returning a tensor>."
         )
+
+
+def module_dtype(module: Any) -> torch.dtype | None:
+    """Floating dtype of a module's first floating parameter, or None (no module, no weights)."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+# How torch words a clash between an input's dtype and a module's weights.
+_DTYPE_CLASH = (
+    "should be the same",
+    "expected scalar type",
+    "must have the same dtype",
+    "expected both",
+    "expected mat1 and mat2",
+)
+
+
+def _half(dtype: torch.dtype | None) -> torch.dtype | None:
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _run(what: str, fn: Callable[[Tensor], Any], x: Tensor) -> Any:
+    """Call the encoder/decoder; a dtype clash it cannot see coming gets a message with the fix."""
+    try:
+        return fn(x)
+    except RuntimeError as exc:
+        text = str(exc)
+        if any(sign in text for sign in _DTYPE_CLASH):
+            raise TypeError(
+                f"The {what} got {x.dtype} input but computes in another dtype ({text}). Pass "
+                "vae=<the nn.Module> (or callables bound to it) so the metric can see its weights "
+                "and cast images in and latents/images out, or cast inside your callable."
+            ) from exc
+        raise
 
 
 def _accepts_generator(fn: Callable[..., Any]) -> bool:
