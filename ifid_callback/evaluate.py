@@ -91,8 +91,12 @@ def evaluate_vae(
         capacity = bank_capacity or _length(reference_loader) or 1_000_000
         bank = LatentBank(capacity=capacity, dtype=bank_dtype, device=device)
         with torch.no_grad():
+            done = 0  # reference positions key the posterior samples, as in the streamed path
             for batch in tqdm(reference_loader, desc="encode reference", disable=not progress):
-                bank.add(metric._encode(images_of(batch).to(device)))
+                images = images_of(batch).to(device)
+                keys = torch.arange(done, done + images.shape[0])
+                bank.add(metric._encode(images, keys, stream="reference"))
+                done += images.shape[0]
         metric.bank = bank
         bank_size = len(bank)
     seen = 0
@@ -119,9 +123,14 @@ def _stream_reference(metric, loader, device, index_kind, budget, progress):
     from ifid_callback.index import NeighborIndex
 
     def latents():
+        done = 0
         with torch.no_grad():
             for batch in tqdm(loader, desc="index reference", disable=not progress):
-                z = metric._encode(images_of(batch).to(device))
+                images = images_of(batch).to(device)
+                # Keyed by dataset index: the re-encoding of a neighbour gives this very latent.
+                keys = torch.arange(done, done + images.shape[0])
+                z = metric._encode(images, keys, stream="reference")
+                done += images.shape[0]
                 yield z.reshape(z.shape[0], -1)
 
     index = NeighborIndex(
@@ -148,7 +157,8 @@ def _reencoder(metric, loader, device):
     def lookup(ids):
         images = torch.stack([images_of(_as_batch(dataset[int(i)])) for i in ids]).to(device)
         with torch.no_grad():
-            return metric._encode(images)
+            # The same posterior sample as when the index was built (keyed by dataset index).
+            return metric._encode(images, torch.as_tensor(ids).reshape(-1), stream="reference")
 
     return lookup
 

@@ -17,6 +17,7 @@ from ifid_callback.functional.frechet import frechet_distance, gaussian_statisti
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
 from ifid_callback.functional.neighbors import pick_neighbor
 from ifid_callback.index import NeighborIndex
+from ifid_callback.randomness import keyed_generators
 from ifid_callback.vae import VAEAdapter
 
 # What runs when neither an argument nor a preset says otherwise (the paper's main setting).
@@ -243,7 +244,10 @@ class InterpolatedFID(Metric):
         self.seed = int(seed)
         self.range_tolerance = float(range_tolerance)
         self.auto_refresh_index = bool(auto_refresh_index)
+        # Only for calls without positions (e.g. neighbors() on its own); update() draws every
+        # random choice from generators keyed by each query's position.
         self._generator = torch.Generator().manual_seed(self.seed)
+        self._queries_seen = 0  # queries of this round on this process (default positions)
         self._channels: int | None = None
         self._real_cached = False
         self._round_computed = False
@@ -272,6 +276,8 @@ class InterpolatedFID(Metric):
             )
         # Only used without a bank: the queries are their own reference, searched at compute().
         self.add_state("query_latents", [], dist_reduce_fx="cat")
+        # Their positions, which seed each query's random choices (see update()).
+        self.add_state("query_positions", [], dist_reduce_fx="cat")
         # Keep the feature network's weights out of checkpoints of whatever holds this metric.
         self._register_state_dict_hook(_drop_feature_net_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_feature_net_keys)
@@ -298,37 +304,68 @@ class InterpolatedFID(Metric):
         }
 
     # ------------------------------------------------------------------ torchmetrics API
-    def update(self, images: Tensor, ids: Tensor | None = None) -> None:
+    def update(
+        self, images: Tensor, ids: Tensor | None = None, positions: Tensor | None = None
+    ) -> None:
         """Encode a batch of query images, interpolate with their neighbours, decode, accumulate.
 
         Args:
             images: (B, C, H, W) float images in ``input_range``, on the metric's device.
             ids: optional (B,) int64 ids of these images in the bank, so that a bank that
                 contains the queries never returns a query as its own neighbour.
+            positions: optional (B,) int64 global positions (or any unique ids) of these images
+                in the query set, e.g. dataset indices. A query's random choices (posterior
+                sample, top-k pick, mask positions) are drawn from ``(seed, position)`` alone, so
+                they do not depend on batching, rank, world size or resumes. Default: ``ids`` when
+                given, else the query's running position in this round, dealt across ranks as
+                ``DistributedSampler`` deals a dataset (rank r's j-th image is position
+                ``j * world_size + r``).
         """
         self._check_images(images)
-        if ids is not None:
-            ids = torch.as_tensor(ids).reshape(-1).to(torch.long)
-            if ids.numel() != images.shape[0]:
-                raise ValueError(
-                    f"got {ids.numel()} ids for {images.shape[0]} images; pass one id per image."
-                )
+        batch = images.shape[0]
+        ids = _as_ids("ids", ids, batch)
+        positions = _as_ids("positions", positions, batch)
+        if positions is None:
+            positions = ids if ids is not None else self._next_positions(batch)
         with torch.no_grad():
-            z = self._encode(images)
+            z = self._encode(images, positions)
             # Everything below is computed before any state changes, so a failure leaves it intact.
             new: dict[str, Tensor] = {}
             if not self._real_cached:
                 new.update(self._feature_sums("real", self._features(images)))
             if self._self_reference:
                 self._accumulate(new)
-                self.query_latents.append(z.detach().to(torch.float32).reshape(z.shape[0], -1))
+                self.query_latents.append(z.detach().to(torch.float32).reshape(batch, -1))
+                self.query_positions.append(positions.to(self.device))
                 self._latent_shape = tuple(z.shape[1:])
             else:
-                z_nn, _ = self.neighbors(z, exclude=ids)
-                new.update(self._decode_and_featurize(z, z_nn, self._generator, images.shape[1]))
+                z_nn, _ = self.neighbors(
+                    z, exclude=ids, generator=self._generators(positions, "pick")
+                )
+                new.update(
+                    self._decode_and_featurize(
+                        z, z_nn, self._generators(positions, "mask"), images.shape[1]
+                    )
+                )
                 self._accumulate(new)
         # Learned only now that the whole batch went through.
         self._channels = images.shape[1]
+        self._queries_seen += batch
+
+    def _next_positions(self, batch: int) -> Tensor:
+        """Running positions of the next ``batch`` queries of this round, dealt across ranks."""
+        world, rank = world_and_rank() if self.sync_on_compute else (1, 0)
+        local = torch.arange(self._queries_seen, self._queries_seen + batch, dtype=torch.long)
+        return local * world + rank
+
+    def _generators(self, positions: Tensor, stream: str) -> list[torch.Generator] | None:
+        """Per-query generators for one kind of choice, or None when that choice is not random."""
+        needed = {
+            "pick": self.k > 1,
+            "mask": self.interpolation == "mask",
+            "posterior": self.vae.sample_posterior,
+        }[stream]
+        return keyed_generators(self.seed, positions, stream) if needed else None
 
     def compute(self) -> dict[str, Tensor]:
         """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}``.
@@ -386,6 +423,7 @@ class InterpolatedFID(Metric):
     def reset(self) -> None:
         """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
         self._channels = None
+        self._queries_seen = 0
         keep_real = not self.reset_real_features and (self._real_cached or self._round_computed)
         self._round_computed = False
         if not keep_real:
@@ -596,10 +634,18 @@ class InterpolatedFID(Metric):
                 "them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
             )
 
-    def _encode(self, images: Tensor) -> Tensor:
-        z = self.vae.encode(
-            images, generator=self._generator if self.vae.sample_posterior else None
-        )
+    def _encode(
+        self, images: Tensor, positions: Tensor | None = None, stream: str = "posterior"
+    ) -> Tensor:
+        """Latents of ``images``; posterior samples drawn per image from ``(seed, stream,
+        position)`` (or, without positions, from the metric's running generator)."""
+        if not self.vae.sample_posterior:
+            generator = None
+        elif positions is None:
+            generator = self._generator
+        else:
+            generator = keyed_generators(self.seed, positions, stream)
+        z = self.vae.encode(images, generator=generator)
         if not isinstance(z, Tensor) or z.ndim < 2 or z.shape[0] != images.shape[0]:
             raise ValueError(
                 f"The encoder must return one latent per image, shape (B, ...); got "
@@ -636,7 +682,7 @@ class InterpolatedFID(Metric):
         return f.to(torch.float64)
 
     def _decode_and_featurize(
-        self, z: Tensor, z_nn: Tensor, generator: torch.Generator, channels: int | None = None
+        self, z: Tensor, z_nn: Tensor, generator: Any, channels: int | None = None
     ) -> dict[str, Tensor]:
         """Decode [z, interpolant] in one call, extract features in one pass, return the sums."""
         z_hat = interpolate(z, z_nn, self.interpolation, self.alpha, generator=generator)
@@ -670,30 +716,42 @@ class InterpolatedFID(Metric):
             raise ValueError(
                 f"Without a bank the queries are their own reference; need >= 2, got {n}."
             )
+        positions = self.query_positions
+        if isinstance(positions, list):
+            positions = torch.cat(positions) if positions else torch.empty(0, dtype=torch.long)
         shape = getattr(self, "_latent_shape", (latents.shape[1],))
         ids = torch.arange(n, device=latents.device)
         try:
-            return self._search_own_queries(latents, ids, shape, sums)
+            return self._search_own_queries(latents, ids, positions.cpu(), shape, sums)
         finally:
             # The index and its snapshot hold a copy of every query latent: free them now.
             self._index, self._lookup = None, None
 
     def _search_own_queries(
-        self, latents: Tensor, ids: Tensor, shape: tuple[int, ...], sums: dict[str, Tensor]
+        self,
+        latents: Tensor,
+        ids: Tensor,
+        positions: Tensor,
+        shape: tuple[int, ...],
+        sums: dict[str, Tensor],
     ) -> dict[str, Tensor]:
         n = latents.shape[0]
         self.refresh_index(latents, ids)
         world, rank = world_and_rank() if self._is_synced else (1, 0)
         chunk = 64
         partial = {key: torch.zeros_like(value) for key, value in sums.items()}
-        # Chunk c goes to rank c % world with its own seed: results do not depend on world size.
+        # Chunk c goes to rank c % world; each query's random choices come from its position,
+        # so the results depend neither on the world size nor on the order of the gathered rows.
         for c, start in enumerate(range(0, n, chunk)):
             if c % world != rank:
                 continue
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + c)
+            part = positions[start : start + chunk]
             z = latents[start : start + chunk].to(self.device).reshape(-1, *shape)
-            z_nn, _ = self.neighbors(z, exclude=ids[start : start + chunk], generator=gen)
-            for key, value in self._decode_and_featurize(z, z_nn, gen).items():
+            z_nn, _ = self.neighbors(
+                z, exclude=ids[start : start + chunk], generator=self._generators(part, "pick")
+            )
+            mask = self._generators(part, "mask")
+            for key, value in self._decode_and_featurize(z, z_nn, mask).items():
                 partial[key] = partial[key] + value.to(partial[key].device)
         if world > 1:
             partial = {key: all_reduce_sum(value) for key, value in partial.items()}
@@ -710,6 +768,21 @@ def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]
         return vectors[pos.to(vectors.device)]
 
     return lookup
+
+
+def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:
+    """(B,) int64 CPU tensor of per-image ids or positions, or None."""
+    if values is None:
+        return None
+    values = torch.as_tensor(values)
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"{name} must be integers (int64), got {values.dtype}.")
+    values = values.reshape(-1).to("cpu", torch.long)
+    if values.numel() != batch:
+        raise ValueError(
+            f"got {values.numel()} {name} for {batch} images; pass one per image, shape ({batch},)."
+        )
+    return values
 
 
 def _feature_name(net: torch.nn.Module) -> str:

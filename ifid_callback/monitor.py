@@ -19,6 +19,7 @@ from ifid_callback.evaluate import images_of
 from ifid_callback.functional.interpolation import interpolate
 from ifid_callback.grid import image_grid
 from ifid_callback.metric import InterpolatedFID
+from ifid_callback.randomness import keyed_generators
 
 __all__ = ["LATENT_SOURCES", "IFIDMonitor"]
 
@@ -225,7 +226,6 @@ class IFIDMonitor:
         self._real_global: dict[str, Tensor] | None = None
         self._pending_real: dict[str, Tensor] | None = None
 
-        self._generator = torch.Generator().manual_seed(self.seed + 1)
         self._index_rows = 0
         self._index_world = 1
         self._index_ready = False
@@ -524,13 +524,18 @@ class IFIDMonitor:
         return int(latents.shape[0])
 
     def _encode_subsample(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # Keyed by (seed, observe() call, rank): the counter is checkpointed, so a resumed run
+        # picks and samples exactly as an uninterrupted one.
+        _, rank = world_and_rank()
+        key = self.steps_observed * 65536 + rank
+        (generator,) = keyed_generators(self.seed, [key], "subsample")
         batch = images.shape[0]
         n = max(1, math.ceil(self.encode_fraction * batch))
         if n < batch:
-            pick = torch.randperm(batch, generator=self._generator)[:n].sort().values
+            pick = torch.randperm(batch, generator=generator)[:n].sort().values
             images = images[pick.to(images.device)]
         with self._eval_mode(), torch.no_grad():
-            latents = self.metric.vae.encode(images)
+            latents = self.metric.vae.encode(images, generator=generator)
         return latents, images
 
     # ------------------------------------------------------------------ index
@@ -575,9 +580,18 @@ class IFIDMonitor:
         device = self._vae_device()
         parts = []
         with self._eval_mode(), torch.no_grad():
-            for chunk in images.split(self.eval_batch_size):
+            for chunk, chunk_ids in zip(
+                images.split(self.eval_batch_size), ids.split(self.eval_batch_size)
+            ):
                 chunk = chunk.to(device, torch.float32)
-                parts.append(self.metric.vae.encode(chunk).detach().to(self.bank.device))
+                # A row's posterior sample depends on its id only (not on when it is re-encoded).
+                gens = (
+                    keyed_generators(self.seed, chunk_ids, "reference")
+                    if self.metric.vae.sample_posterior
+                    else None
+                )
+                latent = self.metric.vae.encode(chunk, generator=gens)
+                parts.append(latent.detach().to(self.bank.device))
         # clear() keeps the id counter, so automatic ids stay unique after the refill.
         self.bank.clear()
         self.bank.add(torch.cat(parts), ids=ids)
@@ -636,8 +650,13 @@ class IFIDMonitor:
         with self._eval_mode(), torch.no_grad():
             self.metric.reset()
             self._apply_pending_real(rank, device)
+            # Global positions seed each image's random choices: equal on any world size.
+            positions = torch.arange(rank, self.num_eval_images, world)
+            done = 0
             for batch in self._eval_batches(rank, world):
-                self.metric.update(batch.to(device, torch.float32))
+                part = positions[done : done + batch.shape[0]]
+                self.metric.update(batch.to(device, torch.float32), positions=part)
+                done += batch.shape[0]
             values = self.metric.compute()
         if first_time:
             self._real_global = self._global_real_statistics(world)
@@ -716,11 +735,14 @@ class IFIDMonitor:
             if have >= rows:
                 break
         x = torch.cat(parts)[:rows].to(device, torch.float32)
-        gen = torch.Generator().manual_seed(self.seed + 2)
+        # The first evaluation images, with the random choices their evaluation makes.
+        positions = torch.arange(rows)
+        metric = self.metric
         with self._eval_mode(), torch.no_grad():
-            z = self.metric._encode(x)
-            z_nn, _ = self.metric.neighbors(z, generator=gen)
-            z_hat = interpolate(z, z_nn, self.metric.interpolation, self.metric.alpha, gen)
+            z = metric._encode(x, positions)
+            z_nn, _ = metric.neighbors(z, generator=metric._generators(positions, "pick"))
+            mask = metric._generators(positions, "mask")
+            z_hat = interpolate(z, z_nn, metric.interpolation, metric.alpha, mask)
             decoded = self.metric._decode(torch.cat([z_nn, z_hat, z]))
         nn_x, interp, recon = decoded.split(rows)
         return image_grid([x, nn_x, interp, recon], self.input_range)
@@ -728,6 +750,10 @@ class IFIDMonitor:
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Bank, counters, cached real statistics and history (plain types and CPU tensors).
+
+        The random state is the counters: every random choice is keyed by the seed and a
+        position, an id or ``steps_observed``, so a restored monitor draws what an uninterrupted
+        one would.
 
         No collectives: under DDP each rank returns its own bank (frameworks save rank 0's).
         """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -96,9 +96,20 @@ class VAEAdapter:
                 return p.device
         return None
 
-    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def encode(
+        self, images: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+    ) -> Tensor:
         """Images (B, C, H, W) -> latents (B, ...) (posterior mean unless ``sample_posterior``);
-        float32 latents from a half-precision VAE."""
+        float32 latents from a half-precision VAE.
+
+        Args:
+            images: (B, C, H, W) images.
+            generator: for ``sample_posterior``: one generator for the batch (passed to the
+                posterior's ``sample``), or B generators, one per image: image i's latent is then
+                ``mean_i + std_i * eps_i`` with ``eps_i`` drawn from generator i alone, so it does
+                not depend on the batch the image is in (needs a posterior with ``.mean`` and
+                ``.std`` or ``.stddev``).
+        """
         half = _half(self.dtype)
         out = _run("encoder", self._encoder, images.to(half) if half else images)
         z = self._latents_from(out, generator)
@@ -128,18 +139,38 @@ class VAEAdapter:
         if isinstance(out, Tensor):
             return out
         if hasattr(out, "mean") and hasattr(out, "sample"):  # a Gaussian posterior
-            if self.sample_posterior:
-                return (
-                    out.sample(generator=generator)
-                    if _accepts_generator(out.sample)
-                    else out.sample()
-                )
-            return out.mean
+            if not self.sample_posterior:
+                return out.mean
+            if generator is not None and not isinstance(generator, torch.Generator):
+                return _sample_per_image(out, list(generator))
+            return (
+                out.sample(generator=generator) if _accepts_generator(out.sample) else out.sample()
+            )
         raise TypeError(
             f"Cannot read latents from the encoder output of type {type(out).__name__}; return a "
             "tensor, a posterior with .mean/.sample(), or an object with .latent_dist / .latents / "
             ".latent, or pass encoder=<callable returning a tensor>."
         )
+
+
+def _sample_per_image(posterior: Any, generators: list[torch.Generator]) -> Tensor:
+    """mean + std * eps with each image's eps drawn from its own generator (on the CPU)."""
+    mean = posterior.mean
+    std = getattr(posterior, "std", None)
+    if not isinstance(std, Tensor):
+        std = getattr(posterior, "stddev", None)
+    if not isinstance(mean, Tensor) or not isinstance(std, Tensor):
+        raise TypeError(
+            f"sample_posterior=True draws each image's sample itself and needs a posterior with "
+            f".mean and .std (or .stddev) tensors; {type(posterior).__name__} has none. Return "
+            "such a posterior (e.g. diffusers' DiagonalGaussianDistribution), or sample inside "
+            "your encoder and leave sample_posterior=False."
+        )
+    if len(generators) != mean.shape[0]:
+        raise ValueError(f"got {len(generators)} generators for {mean.shape[0]} images.")
+    work = torch.float64 if mean.dtype == torch.float64 else torch.float32
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=work) for g in generators])
+    return mean.to(work) + std.to(work) * eps.to(mean.device)
 
 
 def module_dtype(module: Any) -> torch.dtype | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -214,7 +215,7 @@ def pick_neighbor(
     distances: Tensor,
     candidates: Tensor,
     pick: Literal["uniform", "softmax"] = "uniform",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Choose one of the ``k`` candidate neighbours of each query.
 
@@ -228,8 +229,10 @@ def pick_neighbor(
             found them), ``((z[:, None] - cand) ** 2).mean(-1)``, which is what
             ``InterpolatedFID(pick="softmax_mse")`` does; cosine distances (in [0, 2]) give
             nearly uniform picks.
-        generator: the random source, for reproducible picks; the draw is made on the
-            generator's device (CPU when None) and moved to the candidates' device.
+        generator: the random source, for reproducible picks: one generator for all rows (the
+            draw is made on its device, CPU when None, and moved to the candidates' device), or
+            a sequence of Q CPU generators, one per row, so that a row's pick depends only on its
+            own generator (not on the other rows of the call).
 
     Returns:
         (Q,) tensor: the chosen candidate of each row, dtype and device of ``candidates``. With
@@ -253,6 +256,16 @@ def pick_neighbor(
     num_q, k = distances.shape
     if k == 1:
         return candidates[:, 0].clone()
+    if generator is not None and not isinstance(generator, torch.Generator):
+        if len(generator) != num_q:
+            raise ValueError(f"got {len(generator)} generators for {num_q} rows; pass one per row.")
+        if pick == "uniform":
+            cols = [int(torch.randint(0, k, (1,), generator=g)) for g in generator]
+        else:
+            probs = torch.softmax(-distances.detach().to("cpu", torch.float64), dim=1)
+            cols = [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generator)]
+        col = torch.tensor(cols, dtype=torch.long, device=candidates.device)
+        return candidates.gather(1, col[:, None]).squeeze(1)
     draw_device = generator.device if generator is not None else torch.device("cpu")
     if pick == "uniform":
         col = torch.randint(0, k, (num_q,), generator=generator, device=draw_device)
