@@ -216,12 +216,26 @@ class InterpolatedFID(Metric):
             distance=distance,
         )
         if bank is not None and not isinstance(bank, LatentBank):
-            raise TypeError(f"bank must be a LatentBank or None, got {type(bank).__name__}.")
+            raise TypeError(
+                f"bank must be a LatentBank or None, got {type(bank).__name__}; put reference "
+                "latents in one with bank = LatentBank(capacity=n); bank.add(latents)."
+            )
         low, high = (float(v) for v in input_range)
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}.")
         if not isinstance(reset_real_features, bool):
-            raise ValueError("reset_real_features must be a bool.")
+            raise ValueError(
+                f"reset_real_features must be True or False, got {reset_real_features!r}."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}; e.g. seed=0.")
+        if not float(range_tolerance) >= 0.0:
+            raise ValueError(
+                f"range_tolerance must be >= 0 (how far images may stray outside input_range), "
+                f"got {range_tolerance!r}."
+            )
+        # An unknown index kind is named now, not at the first update().
+        NeighborIndex(index=index, distance=settings["distance"], seed=seed)
 
         self.vae = VAEAdapter(
             vae=vae,
@@ -329,6 +343,8 @@ class InterpolatedFID(Metric):
             positions = ids if ids is not None else self._next_positions(batch)
         with torch.no_grad():
             z = self._encode(images, positions)
+            if not self._self_reference:
+                self._check_latents_fit_bank(images, z)
             # Everything below is computed before any state changes, so a failure leaves it intact.
             new: dict[str, Tensor] = {}
             if not self._real_cached:
@@ -464,14 +480,18 @@ class InterpolatedFID(Metric):
             return
         missing = set(self.REAL_STATES) - set(stats)
         if missing:
-            raise ValueError(f"real statistics are missing {sorted(missing)}.")
+            raise ValueError(
+                f"real statistics are missing {sorted(missing)}; pass the dict that "
+                f"real_statistics() returns (keys {list(self.REAL_STATES)})."
+            )
         values = {key: torch.as_tensor(stats[key]) for key in self.REAL_STATES}
         expected = {key: getattr(self, key).shape for key in self.REAL_STATES}
         for key, value in values.items():
             if value.shape != expected[key]:
                 raise ValueError(
                     f"{key} has shape {tuple(value.shape)}, expected {tuple(expected[key])}: the "
-                    "statistics come from a feature network of another dimension."
+                    "statistics come from a feature network of another dimension; load statistics "
+                    "computed with this metric's feature network."
                 )
         for key, value in values.items():
             setattr(self, key, value.to(self.device, getattr(self, key).dtype))
@@ -593,26 +613,36 @@ class InterpolatedFID(Metric):
     # ------------------------------------------------------------------ internals
     def _check_images(self, images: Tensor) -> None:
         if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+            raise TypeError(
+                f"images must be a torch.Tensor, got {type(images).__name__}; convert them with "
+                "torch.as_tensor(...) (shape (B, C, H, W), float, in input_range)."
+            )
         if images.ndim != 4:
-            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}.")
+            hint = (
+                "; add the batch dimension with images.unsqueeze(0)"
+                if images.ndim == 3
+                else "; stack single images into one (B, C, H, W) batch"
+            )
+            raise ValueError(
+                f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}."
+            )
         if images.shape[0] == 0:
-            raise ValueError("images is an empty batch.")
+            raise ValueError("images is an empty batch (B = 0); skip empty batches.")
         if not images.is_floating_point():
             raise TypeError(
                 f"images must be floating point in input_range={self.input_range}, got "
                 f"{images.dtype}; convert uint8 images with images.float() / 127.5 - 1."
+            )
+        if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); the "
+                "metric takes (B, C, H, W): use images.permute(0, 3, 1, 2)."
             )
         if self._channels is not None and images.shape[1] != self._channels:
             raise ValueError(
                 f"images have {images.shape[1]} channels but earlier batches of this round had "
                 f"{self._channels}; pass images of one channel count per round (reset() starts a "
                 "new round)."
-            )
-        if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
-            raise ValueError(
-                f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); the "
-                "metric takes (B, C, H, W): use images.permute(0, 3, 1, 2)."
             )
         if images.device != self.device:
             raise ValueError(
@@ -622,10 +652,15 @@ class InterpolatedFID(Metric):
         vae_device = self.vae.device()
         if vae_device is not None and vae_device != images.device:
             raise ValueError(
-                f"images are on {images.device} but the VAE is on {vae_device}; move one of them."
+                f"images are on {images.device} but the VAE is on {vae_device}; move the VAE "
+                f"(vae.to({str(images.device)!r})) or the images and the metric to {vae_device}."
             )
         if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or Inf.")
+            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+            raise ValueError(
+                f"images contain NaN or Inf ({bad} of {images.shape[0]} images); fix or drop those "
+                "images (check the data loading and normalisation) before update()."
+            )
         low, high = self.input_range
         lo, hi = float(images.min()), float(images.max())
         if lo < low - self.range_tolerance or hi > high + self.range_tolerance:
@@ -633,6 +668,19 @@ class InterpolatedFID(Metric):
                 f"images span [{lo:.4g}, {hi:.4g}] but input_range is {self.input_range}; rescale "
                 "them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
             )
+
+    def _check_latents_fit_bank(self, images: Tensor, z: Tensor) -> None:
+        """Latents of another shape than the bank's: say whether the image size is the cause."""
+        bank = self.bank
+        if bank is None or len(bank) == 0 or bank.latent_shape == tuple(z.shape[1:]):
+            return
+        size = tuple(images.shape[-2:])
+        raise ValueError(
+            f"images of size {size[0]}x{size[1]} give latents of shape {tuple(z.shape[1:])} but "
+            f"the bank holds latents of shape {bank.latent_shape}: evaluate images of the size "
+            "(and channels) the bank's latents were made from (resize or crop them), or fill the "
+            "bank with this VAE's latents of images like these."
+        )
 
     def _encode(
         self, images: Tensor, positions: Tensor | None = None, stream: str = "posterior"
@@ -649,7 +697,8 @@ class InterpolatedFID(Metric):
         if not isinstance(z, Tensor) or z.ndim < 2 or z.shape[0] != images.shape[0]:
             raise ValueError(
                 f"The encoder must return one latent per image, shape (B, ...); got "
-                f"{getattr(z, 'shape', type(z).__name__)} for {images.shape[0]} images."
+                f"{getattr(z, 'shape', type(z).__name__)} for {images.shape[0]} images; return "
+                "the latents (or a posterior) batched like the images."
             )
         if not torch.isfinite(z).all():
             raise ValueError(
@@ -660,7 +709,11 @@ class InterpolatedFID(Metric):
     def _decode(self, z: Tensor, channels: int | None = None) -> Tensor:
         x = self.vae.decode(z)
         if x.ndim != 4 or x.shape[0] != z.shape[0]:
-            raise ValueError(f"The decoder must return images (B, C, H, W); got {tuple(x.shape)}.")
+            raise ValueError(
+                f"The decoder must return one image per latent, (B, C, H, W); got "
+                f"{tuple(x.shape)} for {z.shape[0]} latents; return the decoded images batched "
+                "(or a diffusers DecoderOutput)."
+            )
         channels = channels if channels is not None else self._channels
         if channels is not None and x.shape[1] != channels:
             raise ValueError(
@@ -675,10 +728,16 @@ class InterpolatedFID(Metric):
         f = self.feature_net(images)
         if f.ndim != 2 or f.shape != (images.shape[0], self.num_features):
             raise ValueError(
-                f"The feature network must return (B, {self.num_features}); got {tuple(f.shape)}."
+                f"The feature network must return (B, {self.num_features}) = "
+                f"({images.shape[0]}, {self.num_features}); got {tuple(f.shape)}; return one "
+                "flat feature vector per image, and pass num_features= (or a num_features "
+                "attribute) equal to its length."
             )
         if not torch.isfinite(f).all():
-            raise ValueError("The feature network returned NaN or Inf.")
+            raise ValueError(
+                "The feature network returned NaN or Inf; check its weights and that it takes "
+                f"images in input_range={self.input_range}."
+            )
         return f.to(torch.float64)
 
     def _decode_and_featurize(
@@ -776,7 +835,9 @@ def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:
         return None
     values = torch.as_tensor(values)
     if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
-        raise TypeError(f"{name} must be integers (int64), got {values.dtype}.")
+        raise TypeError(
+            f"{name} must be integers (int64), got {values.dtype}; convert with {name}.long()."
+        )
     values = values.reshape(-1).to("cpu", torch.long)
     if values.numel() != batch:
         raise ValueError(

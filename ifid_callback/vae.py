@@ -24,8 +24,8 @@ class VAEAdapter:
     Latents are used as the VAE returns them, without ``scaling_factor``/``shift_factor``: nearest
     neighbours and interpolation are defined on the raw latent space.
 
-    Half-precision VAEs (fp16/bf16 weights, found on the VAE or on the modules behind the
-    callables) get their inputs cast to their dtype; latents and decoded images come back as
+    Inputs are cast to the dtype of the VAE's weights (found on the VAE or on the modules behind
+    the callables); from half-precision (fp16/bf16) VAEs latents and decoded images come back as
     float32, so search, interpolation and features run in full precision.
 
     Args:
@@ -110,15 +110,15 @@ class VAEAdapter:
                 not depend on the batch the image is in (needs a posterior with ``.mean`` and
                 ``.std`` or ``.stddev``).
         """
-        half = _half(self.dtype)
-        out = _run("encoder", self._encoder, images.to(half) if half else images)
+        dtype, half = self.dtype, _half(self.dtype)
+        out = _run("encoder", self._encoder, images.to(dtype) if dtype is not None else images)
         z = self._latents_from(out, generator)
         return z.float() if half and isinstance(z, Tensor) and z.dtype == half else z
 
     def decode(self, latents: Tensor) -> Tensor:
         """Latents (B, ...) -> images (B, C, H, W); float32 images from a half-precision VAE."""
-        half = _half(self.dtype)
-        out = _run("decoder", self._decoder, latents.to(half) if half else latents)
+        dtype = self.dtype
+        out = _run("decoder", self._decoder, latents.to(dtype) if dtype is not None else latents)
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = getattr(out, "sample", out)
