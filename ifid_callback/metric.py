@@ -633,7 +633,8 @@ class InterpolatedFID(Metric):
                 f"images must be floating point in input_range={self.input_range}, got "
                 f"{images.dtype}; convert uint8 images with images.float() / 127.5 - 1."
             )
-        if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+        # (B, H, W, C): a last axis of 1/3/4 channels behind two image-sized axes.
+        if images.shape[-1] in (1, 3, 4) and min(images.shape[1:3]) > 4:
             raise ValueError(
                 f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); the "
                 "metric takes (B, C, H, W): use images.permute(0, 3, 1, 2)."
