@@ -259,12 +259,14 @@ def pick_neighbor(
     if generator is not None and not isinstance(generator, torch.Generator):
         if len(generator) != num_q:
             raise ValueError(f"got {len(generator)} generators for {num_q} rows; pass one per row.")
+        # One uniform draw per row from its own generator, then the inverse CDF (vectorised).
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generator])
         if pick == "uniform":
-            cols = [int(torch.randint(0, k, (1,), generator=g)) for g in generator]
+            col = (u * k).long().clamp_max(k - 1)
         else:
             probs = torch.softmax(-distances.detach().to("cpu", torch.float64), dim=1)
-            cols = [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, generator)]
-        col = torch.tensor(cols, dtype=torch.long, device=candidates.device)
+            col = (probs.cumsum(dim=1) <= u[:, None]).sum(dim=1).clamp_max(k - 1)
+        col = col.to(candidates.device)
         return candidates.gather(1, col[:, None]).squeeze(1)
     draw_device = generator.device if generator is not None else torch.device("cpu")
     if pick == "uniform":
