@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -227,7 +228,7 @@ class InterpolatedFID(Metric):
             raise ValueError(
                 f"reset_real_features must be True or False, got {reset_real_features!r}."
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {seed!r}; e.g. seed=0.")
         if not float(range_tolerance) >= 0.0:
             raise ValueError(
