@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 try:
     from lightning.pytorch import LightningModule, Trainer
-    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.model_helpers import is_overridden
 except ImportError:  # the standalone package
     from pytorch_lightning import LightningModule, Trainer
-    from pytorch_lightning.callbacks import Callback
+    from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import IFIDMonitor, check_adapter_arguments
@@ -35,7 +38,9 @@ class IFIDCallback(Callback):
     With ``eval_every_n_steps`` set on the monitor, validations before it is due re-log the last
     values (``relog_last=True``) so monitoring callbacks always find the keys; EarlyStopping's
     patience then counts those validations too. The callback needs a validation loop (a
-    ``val_dataloader``; ``limit_val_batches > 0``).
+    ``validation_step`` and a ``val_dataloader``; ``limit_val_batches > 0``): at fit start a fit
+    without one gets a warning, ``limit_val_batches=0`` an error, and a ``ModelCheckpoint`` or
+    ``EarlyStopping`` that watches iFID/rFID with ``mode="max"`` an error (lower is better).
 
     Latents: with the monitor's ``latent_source="outputs"`` (default) ``training_step`` returns
     ``{"loss": loss, "latents": posterior.mean.detach()}``; ``"hook"`` hooks the encoder module;
@@ -117,14 +122,38 @@ class IFIDCallback(Callback):
             self._pending_state = None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check_monitoring_callbacks(trainer)
         if trainer.limit_val_batches == 0:
             raise ValueError(
                 f"IFIDCallback evaluates at validation epoch end, but limit_val_batches=0 turns "
                 f"validation off, so {self.ifid_key!r} would never be logged. Give the trainer a "
                 "val_dataloader and limit_val_batches > 0."
             )
+        if not _has_validation_loop(trainer, pl_module):
+            warnings.warn(
+                f"IFIDCallback evaluates at validation epoch end, but this fit has no validation "
+                f"loop (no validation_step or no val_dataloader), so {self.ifid_key!r} is never "
+                "logged during training. Define validation_step and pass val_dataloaders to "
+                "trainer.fit(...), or evaluate afterwards with trainer.validate(...).",
+                UserWarning,
+                stacklevel=2,
+            )
         if self.monitor.latent_source == "hook":
             self.monitor.attach()
+
+    def _check_monitoring_callbacks(self, trainer: Trainer) -> None:
+        # iFID/rFID are lower-is-better: mode="max" would keep the worst checkpoint / stop on
+        # improvement, silently.
+        for callback in trainer.callbacks:
+            if not isinstance(callback, (ModelCheckpoint, EarlyStopping)):
+                continue
+            key = getattr(callback, "monitor", None)
+            if key in (self.ifid_key, self.rfid_key) and getattr(callback, "mode", "min") != "min":
+                raise ValueError(
+                    f"{type(callback).__name__}(monitor={key!r}, mode={callback.mode!r}): "
+                    f"{key} is lower-is-better, so mode={callback.mode!r} would keep the worst "
+                    f"model. Use {type(callback).__name__}(monitor={key!r}, mode='min')."
+                )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.monitor is not None:
@@ -191,6 +220,16 @@ class IFIDCallback(Callback):
             self._pending_state = dict(state_dict)
         else:
             self.monitor.load_state_dict(state_dict)
+
+
+def _has_validation_loop(trainer: Trainer, pl_module: LightningModule) -> bool:
+    if not is_overridden("validation_step", pl_module):
+        return False
+    # Where fit() takes its validation batches from (the val_dataloaders argument, a datamodule
+    # or the module's val_dataloader hook); unknown layouts count as present.
+    loop = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "val_loop", None)
+    source = getattr(loop, "_data_source", None)
+    return source is None or not hasattr(source, "is_defined") or source.is_defined()
 
 
 def _find_vae(pl_module: LightningModule) -> Any:

@@ -27,6 +27,7 @@ iFID itself uses the monitor's fixed ``eval_images``.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -63,6 +64,10 @@ class IFIDTrainerCallback(TrainerCallback):
     Raises:
         ValueError: at Trainer construction when ``metric_for_best_model`` names iFID/rFID but
             ``greater_is_better`` is not False.
+
+    Warns:
+        UserWarning: at Trainer construction when ``eval_strategy="no"`` (no evaluation during
+            training, so no ``eval_ifid``).
     """
 
     def __init__(self, monitor: IFIDMonitor | None = None, **monitor_kwargs: Any) -> None:
@@ -85,6 +90,15 @@ class IFIDTrainerCallback(TrainerCallback):
                 f"metric_for_best_model={name!r} is lower-is-better but greater_is_better is "
                 "True (the Trainer's default for names not ending in 'loss'); set "
                 "TrainingArguments(greater_is_better=False)."
+            )
+        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
+            warnings.warn(
+                "IFIDTrainerCallback computes iFID inside the Trainer's evaluations, but "
+                "eval_strategy='no' (the default) never evaluates during training, so eval_ifid "
+                "is never logged. Set TrainingArguments(eval_strategy='steps', eval_steps=N) (and "
+                "save_steps=N for best-model selection), or call trainer.evaluate() yourself.",
+                UserWarning,
+                stacklevel=2,
             )
 
     def on_train_begin(
