@@ -29,11 +29,13 @@ class IFIDCallback(Callback):
 
     Every training batch (``on_train_batch_end``) the callback hands the batch's latents to an
     :class:`~ifid_callback.monitor.IFIDMonitor` (cheap: a bank insertion). At the end of each
-    validation epoch (``on_validation_epoch_end``, skipped during the sanity check) it evaluates
-    iFID/rFID on the monitor's fixed evaluation set and logs them with
-    ``pl_module.log(..., sync_dist=True)``, so ``ModelCheckpoint(monitor="val/ifid",
-    mode="min")`` and ``EarlyStopping(monitor="val/ifid", mode="min")`` see them, and adds the
-    image grid (x | NN(x) | interpolant | reconstruction) to a TensorBoard logger.
+    validation epoch (``on_validation_epoch_end``, skipped during the sanity check; also in
+    ``trainer.validate``, e.g. ``ckpt_path="best"``, which measures the loaded weights with the
+    bank restored from that checkpoint) it evaluates iFID/rFID on the monitor's fixed evaluation
+    set and logs them with ``pl_module.log(..., sync_dist=True)``, so
+    ``ModelCheckpoint(monitor="val/ifid", mode="min")`` and ``EarlyStopping(monitor="val/ifid",
+    mode="min")`` see them, and adds the image grid (x | NN(x) | interpolant | reconstruction) to
+    a TensorBoard logger at the step of those scalars.
 
     With ``eval_every_n_steps`` set on the monitor, validations before it is due re-log the last
     values (``relog_last=True``) so monitoring callbacks always find the keys; EarlyStopping's
@@ -185,27 +187,42 @@ class IFIDCallback(Callback):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        if trainer.sanity_checking or trainer.state.fn not in ("fit", "validate"):
             return
         monitor = self.monitor
-        step = trainer.global_step
-        due = monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history
-        if due:
-            result = monitor.evaluate(step)
-        elif self.relog_last:
-            result = monitor.last_result
+        if trainer.state.fn == "validate":
+            # trainer.validate(): measure the weights loaded now (ckpt_path="best", ...) with the
+            # bank restored from that checkpoint, or the one the fit left.
+            if len(monitor.bank) == 0:
+                warnings.warn(
+                    f"IFIDCallback has no training latents to search, so trainer.validate() logs "
+                    f"no {self.ifid_key!r}: validate after fit, or with ckpt_path= a checkpoint "
+                    "saved while this callback was training.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return
+            result, due = monitor.evaluate(), True
         else:
-            return
+            step = trainer.global_step
+            due = monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history
+            if due:
+                result = monitor.evaluate(step)
+            elif self.relog_last:
+                result = monitor.last_result
+            else:
+                return
         pl_module.log(self.ifid_key, result["ifid"], sync_dist=True, prog_bar=self.prog_bar)
         pl_module.log(self.rfid_key, result["rfid"], sync_dist=True)
         if due and self.log_grid:
-            self._log_grid(trainer, step)
+            self._log_grid(trainer)
 
-    def _log_grid(self, trainer: Trainer, step: int) -> None:
+    def _log_grid(self, trainer: Trainer) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers or trainer.global_rank != 0:
             return
         grid = self.monitor.render_grid()
+        step = _logged_step(trainer)
         for logger in loggers:
             logger.experiment.add_image(f"{self.log_prefix}ifid_grid", grid, global_step=step)
 
@@ -220,6 +237,13 @@ class IFIDCallback(Callback):
             self._pending_state = dict(state_dict)
         else:
             self.monitor.load_state_dict(state_dict)
+
+
+def _logged_step(trainer: Trainer) -> int:
+    # The step Lightning's logger connector gives the metrics logged at this validation's end
+    # (optimizer steps taken before this batch's increment), so grid and scalars line up.
+    epoch_loop = getattr(trainer.fit_loop, "epoch_loop", None)
+    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
 
 
 def _has_validation_loop(trainer: Trainer, pl_module: LightningModule) -> bool:
