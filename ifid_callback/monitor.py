@@ -370,20 +370,29 @@ class IFIDMonitor:
 
     def _check_training_latents(self, shape: tuple[int, ...]) -> None:
         """Training latents of ``shape`` (per image) must be comparable with the evaluation
-        images' latents: otherwise the evaluation images are not like the training images."""
+        images' latents: otherwise the evaluation images are not like the training images, or
+        the training step hands over something else than the VAE's latents."""
         ours = self._eval_latent_shape
         if math.prod(shape) == math.prod(ours):
             return
         size = f"{self._eval_shape[-2]}x{self._eval_shape[-1]}"
-        guess = ""
+        start = (
+            f"Training latents have shape {tuple(shape)} per image but the {size} evaluation "
+            f"images encode to {ours}"
+        )
         if len(shape) == len(ours) >= 3 and shape[0] == ours[0]:
+            # Same latent channels, another latent map: the images differ in size.
             h = self._eval_shape[-2] * shape[-2] // max(ours[-2], 1)
             w = self._eval_shape[-1] * shape[-1] // max(ours[-1], 1)
-            guess = f", about {h}x{w}"
+            raise ValueError(
+                f"{start}: the evaluation images are not the size of the training images (about "
+                f"{h}x{w}). Give eval_images of the training images' size (resize or crop them)."
+            )
         raise ValueError(
-            f"Training latents have shape {tuple(shape)} per image but the {size} evaluation "
-            f"images encode to {ours}: the evaluation images are not the size of the training "
-            f"images{guess}. Give eval_images of the training images' size (resize or crop them)."
+            f"{start}: the latents given to observe() are not what the VAE's encoder returns "
+            "(e.g. moments instead of the posterior mean, or another latent layout), or the "
+            "evaluation images differ from the training images. Hand over the encoder's "
+            "latents (posterior.mean) and evaluation images like the training images."
         )
 
     def _load_eval(self, positions: list[int]) -> Tensor:

@@ -104,3 +104,16 @@ def test_lightning_callback_reports_other_size_at_the_first_step(tmp_path):
     with pytest.raises(ValueError, match=r"8x8.*size of the training images.*16x16"):
         tl._fit(trainer, tl.VAEModule())
     assert callback.monitor.steps_observed == 0
+
+
+def test_training_latents_of_another_layout_are_named():
+    vae = _vae()
+    monitor = _monitor(vae, smooth_images(8, 3, SIZE))
+    with torch.no_grad():
+        posterior = vae.encode(smooth_images(4, 3, SIZE, seed=1))
+    moments = torch.cat([posterior.mean, posterior.logvar], dim=1)  # 2C channels
+    with pytest.raises(ValueError, match=r"not what the VAE's encoder returns"):
+        monitor.observe(latents=moments, step=1)
+    assert len(monitor.bank) == 0
+    monitor.observe(latents=posterior.mean, step=1)  # the right latents are then accepted
+    assert len(monitor.bank) == 4
