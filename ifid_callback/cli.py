@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder whose latents form the neighbour bank (default: the query images, self excluded)",
     )
     ev.add_argument(
+        "--exclude-self",
+        action="store_true",
+        help="the reference folder may contain the query images: never match a query with its "
+        "own copy (found by pixels); without it such a reference is refused",
+    )
+    ev.add_argument(
         "--num-images", type=int, default=None, help="use at most this many query images"
     )
     ev.add_argument(
@@ -196,6 +202,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         seed=args.seed,
         device=device,
         progress=not args.no_progress,
+        exclude_self=args.exclude_self,
         stream_reference=args.stream_reference and reference is not None,
         memory_budget_bytes=(
             int(args.memory_budget_gb * 2**30) if args.memory_budget_gb is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +45,7 @@ def evaluate_vae(
     progress: bool = True,
     stream_reference: bool = False,
     memory_budget_bytes: int | None = None,
+    exclude_self: bool = False,
     **metric_kwargs: Any,
 ) -> dict[str, float]:
     """Evaluate iFID and rFID of a VAE over a query loader.
@@ -64,13 +66,20 @@ def evaluate_vae(
             from the reference dataset by index (one extra encode per query). Needs a map-style,
             unshuffled ``reference_loader.dataset``.
         memory_budget_bytes: byte budget of the streamed index (selects SQ8 or PQ codes).
+        exclude_self: a reference set may contain the query images (found by their pixels): a
+            query never takes a reference row with its own pixels as neighbour. Without it such
+            a reference set is refused, since every query would find itself (iFID = rFID).
         device: where the metric runs (default: the VAE's device, else CPU).
         progress: show tqdm progress bars.
         **metric_kwargs: passed to :class:`InterpolatedFID` (feature, interpolation, alpha, k,
             index, preset, seed, ...).
 
     Returns:
-        ``{"ifid", "rfid", "num_images", "bank_size"}`` as Python numbers.
+        ``{"ifid", "rfid", "num_images", "bank_size", "self_matches", "exclude_self"}``:
+        ``self_matches`` counts the queries whose pixels are also in the reference set.
+
+    Raises:
+        ValueError: the reference set contains query images and ``exclude_self`` is False.
     """
     if query_loader is None:
         raise ValueError("query_loader is required: an iterable of image batches.")
@@ -79,27 +88,26 @@ def evaluate_vae(
         device = metric.vae.device() or torch.device("cpu")
     metric = metric.to(device)
     bank = None
+    # Reference images by content (digest -> id of the row with those pixels), to find queries
+    # that are in the reference set.
+    contents = _Contents()
     if reference_loader is not None and stream_reference:
         index_kind = metric_kwargs.get("index", "auto")
         index = _stream_reference(
-            metric, reference_loader, device, index_kind, memory_budget_bytes, progress
+            metric, reference_loader, device, index_kind, memory_budget_bytes, progress, contents
         )
         metric.bank = None
         metric.set_reference(index, _reencoder(metric, reference_loader, device))
         bank_size = len(index)
     elif reference_loader is not None:
-        capacity = bank_capacity or _length(reference_loader) or 1_000_000
-        bank = LatentBank(capacity=capacity, dtype=bank_dtype, device=device)
-        with torch.no_grad():
-            done = 0  # reference positions key the posterior samples, as in the streamed path
-            for batch in tqdm(reference_loader, desc="encode reference", disable=not progress):
-                images = images_of(batch).to(device)
-                keys = torch.arange(done, done + images.shape[0])
-                bank.add(metric._encode(images, keys, stream="reference"))
-                done += images.shape[0]
+        bank = _encode_reference(
+            metric, reference_loader, device, bank_capacity, bank_dtype, progress, contents
+        )
+        contents.keep(bank.ids)  # rows that a full FIFO pushed out are not in the reference
         metric.bank = bank
         bank_size = len(bank)
     seen = 0
+    self_matches = 0
     bar = tqdm(total=max_images, desc="iFID queries", unit="img", disable=not progress)
     for batch in query_loader:
         images = images_of(batch).to(device)
@@ -107,7 +115,26 @@ def evaluate_vae(
             images = images[: max_images - seen]
         if images.shape[0] == 0:
             break
-        metric.update(images)
+        own = contents.find(images)  # (B,) id of the reference row with these pixels, or -1
+        found = int((own >= 0).sum())
+        if found and not exclude_self:
+            first = seen + int((own >= 0).nonzero()[0, 0])
+            raise ValueError(
+                f"Query image #{first} (and {found - 1} more of this batch) is also in the "
+                "reference set (the same pixels): each such query would find itself as its "
+                "nearest neighbour, so iFID would collapse towards rFID. Pass "
+                "exclude_self=True (ifid eval --exclude-self) to never match a query with its "
+                "own copy, or use a reference set without the query images."
+            )
+        if found and contents.repeated(images) and stream_reference:
+            raise ValueError(
+                "A query image appears more than once in the streamed reference set; only one "
+                "copy can be excluded there. Remove duplicate images from the reference set, or "
+                "evaluate without stream_reference."
+            )
+        positions = torch.arange(seen, seen + images.shape[0])  # keys the random choices
+        metric.update(images, ids=own if found else None, positions=positions)
+        self_matches += found
         seen += images.shape[0]
         bar.update(images.shape[0])
         if max_images is not None and seen >= max_images:
@@ -116,27 +143,97 @@ def evaluate_vae(
     result = {key: float(value) for key, value in metric.compute().items()}
     result["num_images"] = seen
     result["bank_size"] = bank_size if reference_loader is not None else seen
+    result["self_matches"] = self_matches
+    result["exclude_self"] = bool(exclude_self)
     return result
 
 
-def _stream_reference(metric, loader, device, index_kind, budget, progress):
+def _encode_reference(metric, loader, device, capacity, dtype, progress, contents) -> LatentBank:
+    """A bank of the reference set's latents; all of them unless ``capacity`` is given."""
+    capacity = capacity or _num_images(loader)
+    bank = LatentBank(capacity=capacity, dtype=dtype, device=device) if capacity else None
+    held: list[tuple[Tensor, Tensor]] = []  # size unknown (a plain iterable): count first
+    done = 0  # reference positions key the posterior samples, as in the streamed path
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="encode reference", disable=not progress):
+            images = images_of(batch)
+            # Rows with the same pixels share one id, so excluding it excludes every copy.
+            ids = contents.add(images, shared=True)
+            keys = torch.arange(done, done + images.shape[0])
+            z = metric._encode(images.to(device), keys, stream="reference")
+            done += images.shape[0]
+            if bank is None:
+                held.append((z, ids))
+            else:
+                bank.add(z, ids=ids.to(bank.device))
+    if bank is None:
+        rows = sum(z.shape[0] for z, _ in held)
+        if rows == 0:
+            raise ValueError("reference_loader gave no images.")
+        bank = LatentBank(capacity=rows, dtype=dtype, device=device)
+        for z, ids in held:
+            bank.add(z, ids=ids.to(bank.device))
+    return bank
+
+
+class _Contents:
+    """Images identified by their pixels (a digest of the tensor's bytes) -> reference row id."""
+
+    def __init__(self) -> None:
+        self._ids: dict[bytes, int] = {}
+        self._repeated: set[bytes] = set()
+        self._rows = 0
+
+    @staticmethod
+    def _digests(images: Tensor) -> list[bytes]:
+        flat = images.detach().to("cpu", torch.float32).contiguous().reshape(images.shape[0], -1)
+        return [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in flat]
+
+    def add(self, images: Tensor, shared: bool) -> Tensor:
+        """Record a batch of reference images; returns their row ids (arrival positions, or,
+        with ``shared``, the position of the first row with the same pixels)."""
+        ids = []
+        for digest in self._digests(images):
+            if digest in self._ids:
+                self._repeated.add(digest)
+            else:
+                self._ids[digest] = self._rows
+            ids.append(self._ids[digest] if shared else self._rows)
+            self._rows += 1
+        return torch.tensor(ids, dtype=torch.long)
+
+    def keep(self, present: Tensor) -> None:
+        alive = set(present.tolist())
+        self._ids = {d: i for d, i in self._ids.items() if i in alive}
+
+    def find(self, images: Tensor) -> Tensor:
+        if not self._ids:
+            return torch.full((images.shape[0],), -1, dtype=torch.long)
+        return torch.tensor([self._ids.get(d, -1) for d in self._digests(images)])
+
+    def repeated(self, images: Tensor) -> bool:
+        return bool(self._repeated) and any(d in self._repeated for d in self._digests(images))
+
+
+def _stream_reference(metric, loader, device, index_kind, budget, progress, contents):
     from ifid_callback.index import NeighborIndex
 
     def latents():
         done = 0
         with torch.no_grad():
             for batch in tqdm(loader, desc="index reference", disable=not progress):
-                images = images_of(batch).to(device)
+                images = images_of(batch)
+                contents.add(images, shared=False)  # ids are dataset positions here
                 # Keyed by dataset index: the re-encoding of a neighbour gives this very latent.
                 keys = torch.arange(done, done + images.shape[0])
-                z = metric._encode(images, keys, stream="reference")
+                z = metric._encode(images.to(device), keys, stream="reference")
                 done += images.shape[0]
                 yield z.reshape(z.shape[0], -1)
 
     index = NeighborIndex(
         index=index_kind, distance=metric.distance, memory_budget_bytes=budget, seed=metric.seed
     )
-    return index.build_streaming(latents(), total=_length(loader))
+    return index.build_streaming(latents(), total=_num_images(loader))
 
 
 def _reencoder(metric, loader, device):
@@ -167,9 +264,11 @@ def _as_batch(item):
     return item if isinstance(item, Tensor) else images_of(item)
 
 
-def _length(loader: Any) -> int | None:
+def _num_images(loader: Any) -> int | None:
+    """Images a loader yields in all, when it says (its dataset's length); None otherwise (the
+    length of a plain iterable counts batches, not images)."""
     dataset = getattr(loader, "dataset", None)
     try:
-        return len(dataset) if dataset is not None else len(loader)
+        return len(dataset) if dataset is not None else None
     except TypeError:
         return None

@@ -331,8 +331,8 @@ class InterpolatedFID(Metric):
             positions: optional (B,) int64 global positions (or any unique ids) of these images
                 in the query set, e.g. dataset indices. A query's random choices (posterior
                 sample, top-k pick, mask positions) are drawn from ``(seed, position)`` alone, so
-                they do not depend on batching, rank, world size or resumes. Default: ``ids`` when
-                given, else the query's running position in this round, dealt across ranks as
+                they do not depend on batching, rank, world size or resumes. Default: the
+                query's running position in this round, dealt across ranks as
                 ``DistributedSampler`` deals a dataset (rank r's j-th image is position
                 ``j * world_size + r``).
         """
@@ -341,7 +341,7 @@ class InterpolatedFID(Metric):
         ids = _as_ids("ids", ids, batch)
         positions = _as_ids("positions", positions, batch)
         if positions is None:
-            positions = ids if ids is not None else self._next_positions(batch)
+            positions = self._next_positions(batch)
         with torch.no_grad():
             z = self._encode(images, positions)
             if not self._self_reference:

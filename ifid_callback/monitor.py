@@ -70,7 +70,9 @@ class IFIDMonitor:
         eval_images: the evaluation images, a (N, C, H, W) tensor in ``input_range`` or a
             Dataset whose items are images or (image, ...) tuples or dicts with ``pixel_values``.
             Use held-out images: an evaluation image whose latent is in the bank is its own
-            nearest neighbour.
+            nearest neighbour. Checked at construction with one encode/decode round trip (channels,
+            channels-last, size the VAE reproduces) and against the first training latents
+            (evaluation images of another size than the training images are refused).
         num_eval_images: how many of them to use, chosen once with ``seed`` (default: all).
             At least 2; fewer than the feature dimension gives a rank-deficient covariance and a
             warning (the standard Inception features are 2048-d).
@@ -233,6 +235,9 @@ class IFIDMonitor:
         self._captured: list[Tensor] = []
         self._captured_images: list[Tensor] = []
         self._hooks: list[Any] = []
+        # What the VAE makes of the evaluation images, checked now rather than at the first
+        # evaluation (thousands of steps later).
+        self._eval_latent_shape = self._check_eval_images_fit_vae()
 
     # ------------------------------------------------------------------ evaluation set
     def _init_eval_set(self, eval_images: Any, num: int | None) -> None:
@@ -288,6 +293,7 @@ class IFIDMonitor:
                 "rescale them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
             )
         self._eval_shape = tuple(first.shape[1:])
+        self._probe_image = first[:1].clone()
         d = self.metric.num_features
         if num < d:
             warnings.warn(
@@ -301,6 +307,90 @@ class IFIDMonitor:
         digest.update(repr((total, self._eval_shape)).encode())
         digest.update(repr(round(float(check.double().sum()), 6)).encode())
         self._eval_fingerprint = digest.hexdigest()
+
+    def _check_eval_images_fit_vae(self) -> tuple[int, ...]:
+        """One encode/decode round trip of an evaluation image: does the VAE take these images?
+
+        Runs at set-up under no_grad, with the VAE in eval mode, the hooks silent and the global
+        random state untouched. Returns the per-image latent shape of the evaluation images.
+        """
+        shape = self._eval_shape
+        device = self._vae_device()
+        x = self._probe_image.to(device, torch.float32)
+        cuda = [device] if device.type == "cuda" else []
+        try:
+            with self._eval_mode(), torch.no_grad(), torch.random.fork_rng(devices=cuda):
+                gen = torch.Generator(device=device).manual_seed(0)
+                z = self.metric.vae.encode(x, generator=gen)
+                out = self.metric.vae.decode(z)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise ValueError(self._eval_mismatch_message(exc)) from exc
+        if not isinstance(z, Tensor) or z.ndim < 2:
+            raise ValueError(
+                f"The VAE's encoder returned {type(z).__name__} for an evaluation image; it must "
+                "return latents (B, ...) or a posterior (see VAEAdapter)."
+            )
+        if tuple(out.shape[1:]) != shape:
+            raise ValueError(
+                f"The VAE turns evaluation images of shape {shape} (C, H, W) into reconstructions "
+                f"of shape {tuple(out.shape[1:])}: their size is not one the VAE reproduces "
+                "(e.g. not a multiple of its downsampling factor). Give evaluation images of the "
+                "training images' size."
+            )
+        return tuple(z.shape[1:])
+
+    def _eval_mismatch_message(self, exc: Exception) -> str:
+        channels, height, width = (self._eval_shape + (0, 0, 0))[:3]
+        full = (self.num_eval_images, *self._eval_shape)
+        takes = _vae_in_channels(self.metric.vae.modules())
+        if width in (1, 3, 4) and channels not in (1, 3, 4) and takes in (None, width):
+            return (
+                f"eval_images have shape {full}, which looks channels-last (N, H, W, C); the VAE "
+                f"takes channels-first images (N, C, H, W): pass images.permute(0, 3, 1, 2)."
+            )
+        if takes is not None and channels != takes:
+            if channels == 1:
+                return (
+                    f"eval_images are grayscale (1 channel, shape {full}) but the VAE takes "
+                    f"{takes} channels: repeat the channel (images.repeat(1, {takes}, 1, 1)) or "
+                    "give images like the training images."
+                )
+            return (
+                f"eval_images have {channels} channels (shape {full}) but the VAE takes {takes} "
+                "channels: give evaluation images like the training images (N, C, H, W)."
+            )
+        return (
+            f"The VAE could not encode and decode an evaluation image of shape {self._eval_shape} "
+            f"(C, H, W): {type(exc).__name__}: {exc}. Give evaluation images like the training "
+            "images: (N, C, H, W), the same channels and size, in input_range."
+        )
+
+    def _check_training_latents(self, shape: tuple[int, ...]) -> None:
+        """Training latents of ``shape`` (per image) must be comparable with the evaluation
+        images' latents: otherwise the evaluation images are not like the training images, or
+        the training step hands over something else than the VAE's latents."""
+        ours = self._eval_latent_shape
+        if math.prod(shape) == math.prod(ours):
+            return
+        size = f"{self._eval_shape[-2]}x{self._eval_shape[-1]}"
+        start = (
+            f"Training latents have shape {tuple(shape)} per image but the {size} evaluation "
+            f"images encode to {ours}"
+        )
+        if len(shape) == len(ours) >= 3 and shape[0] == ours[0]:
+            # Same latent channels, another latent map: the images differ in size.
+            h = self._eval_shape[-2] * shape[-2] // max(ours[-2], 1)
+            w = self._eval_shape[-1] * shape[-1] // max(ours[-1], 1)
+            raise ValueError(
+                f"{start}: the evaluation images are not the size of the training images (about "
+                f"{h}x{w}). Give eval_images of the training images' size (resize or crop them)."
+            )
+        raise ValueError(
+            f"{start}: the latents given to observe() are not what the VAE's encoder returns "
+            "(e.g. moments instead of the posterior mean, or another latent layout), or the "
+            "evaluation images differ from the training images. Hand over the encoder's "
+            "latents (posterior.mean) and evaluation images like the training images."
+        )
 
     def _load_eval(self, positions: list[int]) -> Tensor:
         items = []
@@ -498,6 +588,8 @@ class IFIDMonitor:
         if not isinstance(latents, Tensor):
             raise TypeError(f"latents must be a tensor, got {type(latents).__name__}.")
         latents = latents.detach()
+        if latents.ndim >= 2:
+            self._check_training_latents(tuple(latents.shape[1:]))
         if self.exact_bank:
             if images is None or images.shape[0] != latents.shape[0]:
                 got = "none" if images is None else f"{images.shape[0]}"
@@ -555,6 +647,8 @@ class IFIDMonitor:
                 "in. Call observe() on training steps before the first evaluation (with Lightning "
                 "the callback does it on every training batch), or evaluate later."
             )
+        if self.bank.latent_shape is not None:
+            self._check_training_latents(tuple(self.bank.latent_shape))
         self._place()
         if self._sources is not None:
             self._reencode_bank()
@@ -859,6 +953,15 @@ def _first_tensor(output: Any) -> Tensor:
             "output -> latents tensor>."
         )
     return output
+
+
+def _vae_in_channels(modules: list[nn.Module]) -> int | None:
+    """Input channels of the VAE's first convolution (its encoder's input), when it has one."""
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, nn.Conv2d):
+                return int(module.in_channels)
+    return None
 
 
 def _bank_from_state(

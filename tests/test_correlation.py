@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ifid_callback.probes.correlation import (
+from ifid_callback.probes.stats import (
     bootstrap_correlation,
     correlation,
     selection_regret,

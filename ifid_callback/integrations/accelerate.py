@@ -15,6 +15,7 @@ the evaluation is sharded across processes).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from accelerate import Accelerator
@@ -22,6 +23,22 @@ from accelerate import Accelerator
 from ifid_callback.monitor import IFIDMonitor
 
 __all__ = ["AccelerateIFID", "log_metrics"]
+
+
+def _no_tracker_message(accelerator: Accelerator) -> str:
+    requested = accelerator.log_with
+    how = (
+        f"log_with={[str(getattr(t, 'value', t)) for t in requested]} was requested but "
+        "accelerator.init_trackers(...) was not called"
+        if requested
+        else "the Accelerator has no log_with"
+    )
+    return (
+        f"accelerator.log writes nothing: {how}, so val/ifid and val/rfid reach no logger. Use "
+        "Accelerator(log_with='tensorboard', project_dir=...) and call "
+        "accelerator.init_trackers('run_name') before training (the metrics are still returned "
+        "by evaluate())."
+    )
 
 
 def log_metrics(
@@ -59,6 +76,10 @@ class AccelerateIFID:
         log_prefix: prefix of the logged names (``"val/ifid"``, ``"val/rfid"``).
         log_grid: also log the image grid to a TensorBoard tracker at each evaluation.
         register: register the monitor for checkpointing (False when done elsewhere).
+
+    The first evaluation warns (once) when the accelerator has no initialised tracker: then
+    ``accelerator.log`` writes nothing (``Accelerator(log_with=...)`` needs
+    ``accelerator.init_trackers(...)``).
     """
 
     def __init__(
@@ -80,6 +101,7 @@ class AccelerateIFID:
         self.accelerator = accelerator
         self.log_prefix = log_prefix
         self.log_grid = log_grid
+        self._warned_no_tracker = False
         if register:
             accelerator.register_for_checkpointing(monitor)
 
@@ -95,9 +117,17 @@ class AccelerateIFID:
             return None
         return self.evaluate(step)
 
+    def _warn_if_nothing_logs(self) -> None:
+        accelerator = self.accelerator
+        if self._warned_no_tracker or not accelerator.is_main_process or accelerator.trackers:
+            return
+        self._warned_no_tracker = True
+        warnings.warn(_no_tracker_message(accelerator), UserWarning, stacklevel=3)
+
     def evaluate(self, step: int) -> dict[str, float]:
         """Evaluate now (every rank) and log the metrics (and grid) on the main process."""
         result = self.monitor.evaluate(step)
+        self._warn_if_nothing_logs()
         grid = None
         if self.log_grid and self.accelerator.is_main_process:
             if any(t.name == "tensorboard" for t in self.accelerator.trackers):

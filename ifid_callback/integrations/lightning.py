@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 try:
     from lightning.pytorch import LightningModule, Trainer
-    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.model_helpers import is_overridden
 except ImportError:  # the standalone package
     from pytorch_lightning import LightningModule, Trainer
-    from pytorch_lightning.callbacks import Callback
+    from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import IFIDMonitor, check_adapter_arguments
@@ -26,16 +29,20 @@ class IFIDCallback(Callback):
 
     Every training batch (``on_train_batch_end``) the callback hands the batch's latents to an
     :class:`~ifid_callback.monitor.IFIDMonitor` (cheap: a bank insertion). At the end of each
-    validation epoch (``on_validation_epoch_end``, skipped during the sanity check) it evaluates
-    iFID/rFID on the monitor's fixed evaluation set and logs them with
-    ``pl_module.log(..., sync_dist=True)``, so ``ModelCheckpoint(monitor="val/ifid",
-    mode="min")`` and ``EarlyStopping(monitor="val/ifid", mode="min")`` see them, and adds the
-    image grid (x | NN(x) | interpolant | reconstruction) to a TensorBoard logger.
+    validation epoch (``on_validation_epoch_end``, skipped during the sanity check; also in
+    ``trainer.validate``, e.g. ``ckpt_path="best"``, which measures the loaded weights with the
+    bank restored from that checkpoint) it evaluates iFID/rFID on the monitor's fixed evaluation
+    set and logs them with ``pl_module.log(..., sync_dist=True)``, so
+    ``ModelCheckpoint(monitor="val/ifid", mode="min")`` and ``EarlyStopping(monitor="val/ifid",
+    mode="min")`` see them, and adds the image grid (x | NN(x) | interpolant | reconstruction) to
+    a TensorBoard logger at the step of those scalars.
 
     With ``eval_every_n_steps`` set on the monitor, validations before it is due re-log the last
     values (``relog_last=True``) so monitoring callbacks always find the keys; EarlyStopping's
     patience then counts those validations too. The callback needs a validation loop (a
-    ``val_dataloader``; ``limit_val_batches > 0``).
+    ``validation_step`` and a ``val_dataloader``; ``limit_val_batches > 0``): at fit start a fit
+    without one gets a warning, ``limit_val_batches=0`` an error, and a ``ModelCheckpoint`` or
+    ``EarlyStopping`` that watches iFID/rFID with ``mode="max"`` an error (lower is better).
 
     Latents: with the monitor's ``latent_source="outputs"`` (default) ``training_step`` returns
     ``{"loss": loss, "latents": posterior.mean.detach()}``; ``"hook"`` hooks the encoder module;
@@ -117,14 +124,38 @@ class IFIDCallback(Callback):
             self._pending_state = None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check_monitoring_callbacks(trainer)
         if trainer.limit_val_batches == 0:
             raise ValueError(
                 f"IFIDCallback evaluates at validation epoch end, but limit_val_batches=0 turns "
                 f"validation off, so {self.ifid_key!r} would never be logged. Give the trainer a "
                 "val_dataloader and limit_val_batches > 0."
             )
+        if not _has_validation_loop(trainer, pl_module):
+            warnings.warn(
+                f"IFIDCallback evaluates at validation epoch end, but this fit has no validation "
+                f"loop (no validation_step or no val_dataloader), so {self.ifid_key!r} is never "
+                "logged during training. Define validation_step and pass val_dataloaders to "
+                "trainer.fit(...), or evaluate afterwards with trainer.validate(...).",
+                UserWarning,
+                stacklevel=2,
+            )
         if self.monitor.latent_source == "hook":
             self.monitor.attach()
+
+    def _check_monitoring_callbacks(self, trainer: Trainer) -> None:
+        # iFID/rFID are lower-is-better: mode="max" would keep the worst checkpoint / stop on
+        # improvement, silently.
+        for callback in trainer.callbacks:
+            if not isinstance(callback, (ModelCheckpoint, EarlyStopping)):
+                continue
+            key = getattr(callback, "monitor", None)
+            if key in (self.ifid_key, self.rfid_key) and getattr(callback, "mode", "min") != "min":
+                raise ValueError(
+                    f"{type(callback).__name__}(monitor={key!r}, mode={callback.mode!r}): "
+                    f"{key} is lower-is-better, so mode={callback.mode!r} would keep the worst "
+                    f"model. Use {type(callback).__name__}(monitor={key!r}, mode='min')."
+                )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.monitor is not None:
@@ -156,27 +187,42 @@ class IFIDCallback(Callback):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        if trainer.sanity_checking or trainer.state.fn not in ("fit", "validate"):
             return
         monitor = self.monitor
-        step = trainer.global_step
-        due = monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history
-        if due:
-            result = monitor.evaluate(step)
-        elif self.relog_last:
-            result = monitor.last_result
+        if trainer.state.fn == "validate":
+            # trainer.validate(): measure the weights loaded now (ckpt_path="best", ...) with the
+            # bank restored from that checkpoint, or the one the fit left.
+            if len(monitor.bank) == 0:
+                warnings.warn(
+                    f"IFIDCallback has no training latents to search, so trainer.validate() logs "
+                    f"no {self.ifid_key!r}: validate after fit, or with ckpt_path= a checkpoint "
+                    "saved while this callback was training.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return
+            result, due = monitor.evaluate(), True
         else:
-            return
+            step = trainer.global_step
+            due = monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history
+            if due:
+                result = monitor.evaluate(step)
+            elif self.relog_last:
+                result = monitor.last_result
+            else:
+                return
         pl_module.log(self.ifid_key, result["ifid"], sync_dist=True, prog_bar=self.prog_bar)
         pl_module.log(self.rfid_key, result["rfid"], sync_dist=True)
         if due and self.log_grid:
-            self._log_grid(trainer, step)
+            self._log_grid(trainer)
 
-    def _log_grid(self, trainer: Trainer, step: int) -> None:
+    def _log_grid(self, trainer: Trainer) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers or trainer.global_rank != 0:
             return
         grid = self.monitor.render_grid()
+        step = _logged_step(trainer)
         for logger in loggers:
             logger.experiment.add_image(f"{self.log_prefix}ifid_grid", grid, global_step=step)
 
@@ -191,6 +237,23 @@ class IFIDCallback(Callback):
             self._pending_state = dict(state_dict)
         else:
             self.monitor.load_state_dict(state_dict)
+
+
+def _logged_step(trainer: Trainer) -> int:
+    # The step Lightning's logger connector gives the metrics logged at this validation's end
+    # (optimizer steps taken before this batch's increment), so grid and scalars line up.
+    epoch_loop = getattr(trainer.fit_loop, "epoch_loop", None)
+    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+def _has_validation_loop(trainer: Trainer, pl_module: LightningModule) -> bool:
+    if not is_overridden("validation_step", pl_module):
+        return False
+    # Where fit() takes its validation batches from (the val_dataloaders argument, a datamodule
+    # or the module's val_dataloader hook); unknown layouts count as present.
+    loop = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "val_loop", None)
+    source = getattr(loop, "_data_source", None)
+    return source is None or not hasattr(source, "is_defined") or source.is_defined()
 
 
 def _find_vae(pl_module: LightningModule) -> Any:

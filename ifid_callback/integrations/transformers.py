@@ -27,6 +27,7 @@ iFID itself uses the monitor's fixed ``eval_images``.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -63,6 +64,10 @@ class IFIDTrainerCallback(TrainerCallback):
     Raises:
         ValueError: at Trainer construction when ``metric_for_best_model`` names iFID/rFID but
             ``greater_is_better`` is not False.
+
+    Warns:
+        UserWarning: at Trainer construction when ``eval_strategy="no"`` (no evaluation during
+            training, so no ``eval_ifid``).
     """
 
     def __init__(self, monitor: IFIDMonitor | None = None, **monitor_kwargs: Any) -> None:
@@ -72,7 +77,8 @@ class IFIDTrainerCallback(TrainerCallback):
         self.monitor = monitor
         self.monitor_kwargs = monitor_kwargs
         self._pending_state: dict[str, Any] | None = None
-        self._evaluated_step: int | None = None
+        # The result of the evaluation in progress, shared by its eval datasets; None outside one.
+        self._shared_result: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ setup
     def on_init_end(
@@ -84,6 +90,15 @@ class IFIDTrainerCallback(TrainerCallback):
                 f"metric_for_best_model={name!r} is lower-is-better but greater_is_better is "
                 "True (the Trainer's default for names not ending in 'loss'); set "
                 "TrainingArguments(greater_is_better=False)."
+            )
+        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
+            warnings.warn(
+                "IFIDTrainerCallback computes iFID inside the Trainer's evaluations, but "
+                "eval_strategy='no' (the default) never evaluates during training, so eval_ifid "
+                "is never logged. Set TrainingArguments(eval_strategy='steps', eval_steps=N) (and "
+                "save_steps=N for best-model selection), or call trainer.evaluate() yourself.",
+                UserWarning,
+                stacklevel=2,
             )
 
     def on_train_begin(
@@ -122,16 +137,26 @@ class IFIDTrainerCallback(TrainerCallback):
         self.monitor.observe(step=state.global_step)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluation_metrics(self, step: int, prefix: str = "eval", model: Any = None) -> dict:
-        """``{f"{prefix}_ifid", f"{prefix}_rfid"}`` at ``step``; computed once per step (several
-        eval datasets share one evaluation)."""
+    def evaluation_metrics(
+        self, step: int, prefix: str = "eval", model: Any = None, *, share: bool = False
+    ) -> dict:
+        """``{f"{prefix}_ifid", f"{prefix}_rfid"}`` of the weights loaded now, at ``step``.
+
+        With ``share=True`` (inside one ``Trainer.evaluate`` call, whose eval datasets all see
+        the same weights) the first result of that call is reused; otherwise the monitor runs.
+        """
         monitor = self._ensure_monitor(model)
-        if self._evaluated_step == step and monitor.last_result is not None:
-            result = monitor.last_result
+        if share and self._shared_result is not None:
+            result = self._shared_result
         else:
             result = monitor.evaluate(step)
-            self._evaluated_step = step
+            if share:
+                self._shared_result = result
         return {f"{prefix}_ifid": result["ifid"], f"{prefix}_rfid": result["rfid"]}
+
+    def end_evaluation(self) -> None:
+        """Forget the shared result: the next evaluation measures the weights loaded then."""
+        self._shared_result = None
 
     def on_evaluate(
         self,
@@ -178,12 +203,30 @@ class IFIDTrainerMixin:
     Mix into a Trainer subclass (``class MyTrainer(IFIDTrainerMixin, Trainer)``) used with an
     :class:`IFIDTrainerCallback`. The metrics are added in ``evaluation_loop``, before the
     Trainer logs them, so they reach ``log_history``, TensorBoard, ``on_evaluate`` callbacks
-    (``EarlyStoppingCallback``) and ``metric_for_best_model``. ``train(resume_from_checkpoint)``
-    also restores the monitor saved in that checkpoint.
+    (``EarlyStoppingCallback``) and ``metric_for_best_model``. Each ``evaluate()`` call measures
+    the weights loaded when it runs (after ``load_best_model_at_end``: the best model's), once
+    for all of its eval datasets. ``train(resume_from_checkpoint)`` also restores the monitor
+    saved in that checkpoint.
     """
+
+    _ifid_evaluating = False
 
     def _ifid_callbacks(self) -> list[IFIDTrainerCallback]:
         return [c for c in self.callback_handler.callbacks if isinstance(c, IFIDTrainerCallback)]
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        # One call is one evaluation of the weights loaded now: its eval datasets (nested
+        # evaluate calls) share one iFID pass; the next call measures again, even at the same
+        # global step (e.g. after load_best_model_at_end restored other weights).
+        if self._ifid_evaluating:
+            return super().evaluate(*args, **kwargs)
+        self._ifid_evaluating = True
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self._ifid_evaluating = False
+            for callback in self._ifid_callbacks():
+                callback.end_evaluation()
 
     def evaluation_loop(self, dataloader: Any, description: str, *args: Any, **kwargs: Any) -> Any:
         output = super().evaluation_loop(dataloader, description, *args, **kwargs)
@@ -192,7 +235,9 @@ class IFIDTrainerMixin:
             prefix = kwargs.get("metric_key_prefix", args[2] if len(args) > 2 else "eval")
             for callback in callbacks:
                 output.metrics.update(
-                    callback.evaluation_metrics(self.state.global_step, prefix, self.model)
+                    callback.evaluation_metrics(
+                        self.state.global_step, prefix, self.model, share=self._ifid_evaluating
+                    )
                 )
         return output
 

@@ -1,6 +1,8 @@
 """Offline diffusion probes: SiT models trained on a VAE's latents to measure its gFID.
 
-Names are imported lazily, so ``import ifid_callback.probes`` stays cheap.
+Names are imported lazily, so ``import ifid_callback.probes`` stays cheap. No submodule is named
+like an exported name: importing a submodule binds its name on the package, which would replace
+the export and make the name mean two things depending on import order.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ _EXPORTS = {
     "save_image_grid": "sampling",
     "time_grid": "sampling",
     "time_shift": "sampling",
-    "CorrelationResult": "correlation",
-    "bootstrap_correlation": "correlation",
-    "correlation": "correlation",
-    "selection_regret": "correlation",
-    "top_k_overlap": "correlation",
+    "CorrelationResult": "stats",
+    "bootstrap_correlation": "stats",
+    "correlation": "stats",
+    "selection_regret": "stats",
+    "top_k_overlap": "stats",
     "IRSResult": "irs",
     "coupon_collector_estimate": "irs",
     "image_retrieval_score": "irs",

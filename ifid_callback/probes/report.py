@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .correlation import bootstrap_correlation, selection_regret, top_k_overlap
+from .stats import bootstrap_correlation, selection_regret, top_k_overlap
 
 __all__ = ["METRICS", "analyse", "write_report"]
 
@@ -76,7 +76,7 @@ def analyse(
             }
     reliability: dict[str, Any] = {}
     if len(rows) >= 3 and all("split_half" in r for r in rows):
-        from .correlation import correlation
+        from .stats import correlation
 
         for key in ("rfid", "ifid", "gfid"):
             a = [float(r["split_half"][key][0]) for r in rows]

@@ -1,4 +1,7 @@
-"""How well a VAE metric predicts gFID: correlations with bootstrap intervals, selection regret."""
+"""How well a VAE metric predicts gFID: correlations with bootstrap intervals, selection regret.
+
+Imported as ``ifid_callback.probes.stats``; the package exports its functions by name.
+"""
 
 from __future__ import annotations
 
