@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -85,6 +86,7 @@ class Sizes:
     metric_feature: str  # "inception" (seeded random weights) or "conv" (a small stand-in)
     # Inception
     incep_batches: tuple[int, ...]
+    incep_side: int  # 299: the full pipeline; smaller: the network alone at that side (tiny)
     incep_reps: int
     incep_fid_images: int
     incep_agree_images: int
@@ -117,10 +119,11 @@ FULL = Sizes(
     name="full",
     sd_res=256,
     tiny_res=64,
-    metric_images=16,
-    metric_batch=8,
+    metric_images=8,
+    metric_batch=4,
     metric_feature="inception",
     incep_batches=(64, 256),
+    incep_side=299,
     incep_reps=5,
     incep_fid_images=1024,
     incep_agree_images=16,
@@ -182,10 +185,11 @@ TINY = replace(
     name="tiny",
     sd_res=32,
     tiny_res=16,
-    metric_images=8,
-    metric_batch=4,
+    metric_images=6,
+    metric_batch=3,
     metric_feature="conv",
     incep_batches=(1, 2),
+    incep_side=75,
     incep_reps=1,
     incep_fid_images=4,
     search_rows=(2_000, 8_000),
@@ -227,7 +231,9 @@ class Row:
 
     def line(self) -> str:
         status = "PASS" if self.ok else "FAIL"
-        return f"{status}  {self.check:<24} {self.figures}  [{self.criterion}] ({self.seconds:.1f} s)"
+        return (
+            f"{status}  {self.check:<24} {self.figures}  [{self.criterion}] ({self.seconds:.1f} s)"
+        )
 
 
 @dataclass
@@ -244,6 +250,14 @@ class Context:
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
+
+
+def _count(n: int) -> str:
+    """1000000 -> '1M', 100000 -> '100k', 2000 -> '2k'."""
+    for unit, size in (("M", 10**6), ("k", 10**3)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
 
 
 def rel(a: float, b: float) -> float:
@@ -547,20 +561,34 @@ def check_copies(ctx: Context) -> Iterator[Row]:
     yield Row("metric copies", ok, figures, crit, time.perf_counter() - t0)
 
 
+def _featurize(ctx: Context, net: nn.Module, x: Tensor) -> Tensor:
+    """Inception features of images in [-1, 1]: the whole pipeline (resize to 299), or in the
+    tiny mode the network alone at a smaller side (75, its smallest input), to keep it fast."""
+    side = ctx.sizes.incep_side
+    if side == 299:
+        return net(x)
+    with torch.inference_mode():
+        small = F.interpolate(x.float(), size=(side, side), mode="bilinear", align_corners=False)
+        return net.forward_normalized(small).clone()
+
+
 def _timed_features(ctx: Context, net: nn.Module, images: Tensor, batch: int, reps: int) -> float:
     """Images/s of ``net`` on ``images`` (on the device) in batches of ``batch``."""
     x = images[:batch].to(ctx.device)
-    net(x)  # warm-up (cuDNN algorithm search)
+    _featurize(ctx, net, x)  # warm-up (cuDNN algorithm search)
     ctx.sync()
     t0 = time.perf_counter()
     for _ in range(reps):
-        net(x)
+        _featurize(ctx, net, x)
     ctx.sync()
     return batch * reps / (time.perf_counter() - t0)
 
 
 def _features(ctx: Context, net: nn.Module, images: Tensor, batch: int = 256) -> Tensor:
-    out = [net(images[s : s + batch].to(ctx.device)).double().cpu() for s in range(0, len(images), batch)]
+    out = [
+        _featurize(ctx, net, images[s : s + batch].to(ctx.device)).double().cpu()
+        for s in range(0, len(images), batch)
+    ]
     return torch.cat(out)
 
 
@@ -587,15 +615,13 @@ def check_inception(ctx: Context) -> Iterator[Row]:
         dev = float((on_dev - on_cpu).abs().max() / on_cpu.abs().max())
         yield Row(
             "inception cpu agreement",
-            dev <= 1e-4,
+            dev <= 1e-3,
             f"max |f_dev - f_cpu| / max |f_cpu| = {dev:.2e} on {len(few)} images (fp32, TF32 off)",
-            "<= 1e-4",
+            "<= 1e-3",
             time.perf_counter() - t0,
         )
     else:
-        yield Row(
-            "inception cpu agreement", True, "n/a on CPU (the device is the CPU)", "-", 0.0
-        )
+        yield Row("inception cpu agreement", True, "n/a on CPU (the device is the CPU)", "-", 0.0)
 
     # 2. Throughput at each batch size and precision (images 256x256 -> 299, preprocess included).
     t1 = time.perf_counter()
@@ -607,12 +633,17 @@ def check_inception(ctx: Context) -> Iterator[Row]:
         for batch in s.incep_batches:
             for label, net, allow in modes:
                 with tf32(allow):
-                    speeds.append(f"{label}@{batch} {_timed_features(ctx, net, images, batch, s.incep_reps):.0f}")
+                    speeds.append(
+                        f"{label}@{batch} {_timed_features(ctx, net, images, batch, s.incep_reps):.0f}"
+                    )
     mem = f", peak {gpu_mb(torch.cuda.max_memory_allocated(ctx.device))}" if ctx.cuda else ""
     yield Row(
         "inception images/s",
         True,
-        ", ".join(speeds) + ("" if ctx.cuda else " (tf32 n/a on CPU)") + mem,
+        ", ".join(speeds)
+        + ("" if ctx.cuda else " (tf32 n/a on CPU)")
+        + ("" if s.incep_side == 299 else f" (network alone at {s.incep_side}px)")
+        + mem,
         "measured",
         time.perf_counter() - t1,
     )
@@ -690,7 +721,7 @@ def check_search(ctx: Context) -> Iterator[Row]:
                 extra += f", agrees with CPU on {agree:.3f} of 200"
                 ok = agree >= 0.99
         yield Row(
-            f"search exact {n:.0e}",
+            f"search exact {_count(n)}",
             ok,
             f"{n} x {s.search_dim}, {len(queries)} queries on {ctx.device.type}: build "
             f"{ts - tb:.2f} s, search {te - ts:.2f} s, {exact.memory_bytes / 2**20:.0f} MiB{extra}",
@@ -699,15 +730,23 @@ def check_search(ctx: Context) -> Iterator[Row]:
         )
         del exact
         if state == "absent":
-            yield Row(f"search faiss {n:.0e}", False, "faiss is not installed", "faiss importable", 0.0)
+            yield Row(
+                f"search faiss {_count(n)}",
+                False,
+                "faiss is not installed",
+                "faiss importable",
+                0.0,
+            )
             continue
         t1 = time.perf_counter()
         if ctx.cuda:
             free0 = torch.cuda.mem_get_info(ctx.device)[0]
         index = NeighborIndex("ivf-sq8", device=ctx.device).build(bank)
         tb = time.perf_counter() - t1
-        where = "faiss-GPU" if index._gpu else (
-            "faiss CPU (no faiss GPU build)" if ctx.cuda else "faiss CPU"
+        where = (
+            "faiss-GPU"
+            if index._gpu
+            else ("faiss CPU (no faiss GPU build)" if ctx.cuda else "faiss CPU")
         )
         t2 = time.perf_counter()
         _, found = index.search(queries, k=1)
@@ -719,7 +758,7 @@ def check_search(ctx: Context) -> Iterator[Row]:
             gpu_extra = f", GPU {gpu_mb(free0 - torch.cuda.mem_get_info(ctx.device)[0])}"
         threads = torch.get_num_threads()
         yield Row(
-            f"search faiss {n:.0e}",
+            f"search faiss {_count(n)}",
             recall >= 0.95,
             f"{where}, {index.kind}, {threads} threads: build {tb:.2f} s, search {tq:.2f} s, "
             f"recall@1 {recall:.3f}, {index.memory_bytes / 2**20:.0f} MiB "
@@ -1073,7 +1112,9 @@ def environment(ctx: Context) -> str:
     ]
     if ctx.cuda:
         props = torch.cuda.get_device_properties(ctx.device)
-        parts.append(f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda})")
+        parts.append(
+            f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda})"
+        )
     parts.append(f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
     for module in ("diffusers", "faiss", "lightning"):
         try:
@@ -1092,6 +1133,12 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--tiny", action="store_true", help="smallest sizes (the test suite)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {list(CHECKS)}")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds: interrupt the check running then, skip the rest, still print the table",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -1110,11 +1157,19 @@ def main(argv: list[str] | None = None) -> int:
         header = f"gpu_check ({sizes.name} sizes): {environment(ctx)}"
         print(header)
         rows: list[Row] = []
+        if args.time_limit:
+            _arm_time_limit(args.time_limit)
         for name in names:
+            if args.time_limit and time.perf_counter() - start >= args.time_limit:
+                rows.append(Row(name, False, "not run: time limit reached", "ran", 0.0))
+                print(rows[-1].line())
+                continue
             rows += run_check(name, CHECKS[name], ctx)
             if args.json:  # after every check, so a run cut short still leaves its rows
                 write_json(Path(args.json), header, time.perf_counter() - start, rows)
     total = time.perf_counter() - start
+    if args.time_limit:
+        signal.alarm(0)
 
     width = max(len(r.check) for r in rows)
     print()
@@ -1133,6 +1188,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(Path(args.json), header, total, rows)
     return 1 if failed else 0
+
+
+class TimeLimitReached(Exception):
+    """Raised in the check running when ``--time-limit`` expires (it becomes a FAIL line)."""
+
+
+def _arm_time_limit(seconds: float) -> None:
+    def expire(signum: int, frame: object) -> None:
+        raise TimeLimitReached(f"time limit of {seconds:.0f} s reached during this check")
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(max(1, int(seconds)))
 
 
 def write_json(path: Path, header: str, seconds: float, rows: list[Row]) -> None:
