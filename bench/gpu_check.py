@@ -33,7 +33,7 @@ import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,13 +47,13 @@ print = functools.partial(print, flush=True)  # noqa: A001 - lines appear as che
 IMAGENET_ROWS = 1_281_167
 LATENT_DIM = 4 * 32 * 32
 IMAGENET_BUDGET_BYTES = 2**30
-# How much larger a batch's host<->device copies may be before they count as moving data
-# (images, latents, features) rather than scalars and ids.
+# The largest host<->device copy that still counts as scalars or ids rather than as data
+# (images, latents, features) crossing the bus.
 SMALL_COPY_BYTES = 64 * 1024
 
 SD_VAE_CONFIG = {
-    # The configuration of Stable Diffusion's VAE (sd-vae-ft-mse): 4x downsampling stages of
-    # widths 128-256-512-512, 4 latent channels, 8x spatial reduction.
+    # The configuration of Stable Diffusion's VAE (sd-vae-ft-mse): four stages of widths
+    # 128-256-512-512 with three 2x downsamplings (8x in all), 4 latent channels.
     "in_channels": 3,
     "out_channels": 3,
     "down_block_types": ["DownEncoderBlock2D"] * 4,
@@ -241,7 +241,6 @@ class Context:
     device: torch.device
     sizes: Sizes
     tmp: Path
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def cuda(self) -> bool:
