@@ -1,7 +1,8 @@
 """bench/gpu_check.py on CPU in its tiny mode, so the GPU check cannot rot between GPU runs.
 
-Also two defects the CPU run of the check revealed, as strict xfails: each turns into a failure
-(XPASS) once the library is fixed, so the marker and the exemption below get removed with it.
+Also the defects the CPU run of the check revealed: fixed ones keep their regression test; open ones
+are strict xfails that turn into a failure (XPASS) once the library is fixed, so the marker and the
+exemption below get removed with it.
 """
 
 import json
@@ -127,14 +128,6 @@ def test_auto_index_stays_within_its_memory_budget(one_thread):
     assert index.memory_bytes <= budget, (index.kind, index.memory_bytes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "features.py InceptionFeatures.forward_normalized: precision='fp32' does not turn an "
-        "enclosing torch.autocast off, so the 'exact' features are computed in bf16 when a "
-        "user evaluates inside autocast (FID no longer comparable with standard FID)"
-    ),
-)
 def test_fp32_inception_stays_fp32_under_autocast(tmp_path, one_thread):
     weights = gpu_check.random_inception_weights(tmp_path / "inception.pt")
     net = InceptionFeatures(weights=weights)
