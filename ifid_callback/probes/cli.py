@@ -22,6 +22,34 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def _time_shift(text: str) -> float | str | None:
+    """``--time-shift``: a number > 0, ``auto`` (sqrt(C*H*W / 4096)) or ``none`` (uniform t)."""
+    low = text.strip().lower()
+    if low == "none":
+        return None
+    if low == "auto":
+        return "auto"
+    try:
+        value = float(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--time-shift must be a number > 0, 'auto' or 'none', got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--time-shift must be a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ifid-probe",
@@ -87,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-batch-size", type=int, default=128)
     run.add_argument("--probe-lr", type=float, default=1e-4)
     run.add_argument("--probe-ema", type=float, default=0.9999)
+    run.add_argument(
+        "--time-shift",
+        type=_time_shift,
+        default=None,
+        help="probe time shift s (training times and sampler grid): a number > 0, 'auto' "
+        "(sqrt(C*H*W / 4096), made for 32x32x4 latents) or 'none' (uniform t; the default)",
+    )
+    run.add_argument(
+        "--probe-seeds",
+        type=_positive_int,
+        default=2,
+        help="probes per VAE (seeds seed, seed+1, ...); gFID is reported per seed and as the mean",
+    )
     run.add_argument(
         "--probe-overrides",
         default="{}",
@@ -180,7 +221,9 @@ def _run(args: argparse.Namespace) -> int:
             "lr": args.probe_lr,
             "ema_decay": args.probe_ema,
             "model_overrides": overrides,
+            "time_shift": args.time_shift,
         },
+        probe_seeds=args.probe_seeds,
         sampler=args.sampler,
         sampling_steps=args.sampling_steps,
         device=args.device,

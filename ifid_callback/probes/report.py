@@ -11,9 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from .correlation import bootstrap_correlation, selection_regret, top_k_overlap
+from .correlation import (
+    bootstrap_correlation,
+    bootstrap_partial_correlation,
+    correlation,
+    paired_bootstrap_difference,
+    seed_bootstrap_correlation,
+    selection_regret,
+    top_k_overlap,
+    williams_test,
+)
 
-__all__ = ["METRICS", "analyse", "write_report"]
+__all__ = ["METRICS", "analyse", "compare_predictors", "write_report"]
 
 #: Candidate predictors, each oriented so that lower is better (like gFID): ``(key, label)``.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -34,14 +43,80 @@ def _targets(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     """gFID(t) for every t in the study, plus t = 1 (gFID) and t = 0 (rFID, by definition)."""
     ts = sorted({float(t) for r in rows for t in r["gfid_t"]})
     targets = {"gfid": [float(r["gfid"]) for r in rows]}
+    if all(r.get("gfid_heldout") is not None for r in rows):
+        targets["gfid_heldout"] = [float(r["gfid_heldout"]) for r in rows]
     targets["gfid_t=0"] = [float(r["rfid"]) for r in rows]  # gFID(0) is rFID by definition
     for t in ts:
         targets[f"gfid_t={t:g}"] = [float(r["gfid_t"].get(f"{t:g}", math.nan)) for r in rows]
     return targets
 
 
+def _seed_targets(rows: list[dict[str, Any]], target: str) -> list[list[float]] | None:
+    """Per-seed values of ``gfid`` / ``gfid_heldout`` when every row has >= 2 of them."""
+    key = f"{target}_seeds"
+    seeds = [r.get(key) for r in rows]
+    if not all(isinstance(v, list) and len(v) >= 2 for v in seeds):
+        return None
+    if len({len(v) for v in seeds}) != 1:
+        return None
+    return [[float(x) for x in v] for v in seeds]
+
+
+def compare_predictors(
+    rows: list[dict[str, Any]],
+    a: str = "ifid",
+    b: str = "rfid",
+    target: str = "gfid",
+    *,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Does metric ``a`` predict ``target`` better than metric ``b`` on these VAEs?
+
+    Returns the paired bootstrap interval of ``corr(a, target) - corr(b, target)`` (Pearson and
+    Spearman; probe seeds resampled within each VAE when rows carry ``<target>_seeds``), the
+    correlations with their (seed-level) intervals, Williams' test of the Pearson difference and
+    the partial correlation of ``a`` with the target given ``b``.
+    """
+    n = len(rows)
+    if n < 4:
+        return {"n": n, "skipped": "needs at least 4 VAEs"}
+    xa = _metric_values(rows, a)
+    xb = _metric_values(rows, b)
+    y = [float(r[target]) for r in rows]
+    y_seeds = _seed_targets(rows, target)
+    out: dict[str, Any] = {"a": a, "b": b, "target": target, "n": n, "seed_level": bool(y_seeds)}
+    for method in ("pearson", "spearman"):
+        out[f"difference_{method}"] = paired_bootstrap_difference(
+            xa, xb, y, method, y_seeds=y_seeds, num_resamples=num_resamples, seed=seed
+        ).to_dict()
+        for key, x in ((a, xa), (b, xb)):
+            if y_seeds is not None:
+                res = seed_bootstrap_correlation(
+                    x, y_seeds, method, num_resamples=num_resamples, seed=seed
+                )
+            else:
+                res = bootstrap_correlation(x, y, method, num_resamples=num_resamples, seed=seed)
+            out[f"{key}_{method}"] = res.to_dict()
+    r_a, r_b, r_ab = correlation(y, xa), correlation(y, xb), correlation(xa, xb)
+    if all(math.isfinite(v) for v in (r_a, r_b, r_ab)):
+        out["williams"] = williams_test(r_a, r_b, r_ab, n).to_dict()
+    out["partial"] = bootstrap_partial_correlation(
+        xa, y, xb, y_seeds=y_seeds, num_resamples=num_resamples, seed=seed
+    ).to_dict()
+    if y_seeds is not None:
+        per_seed = np.asarray(y_seeds)
+        out["per_seed_pearson"] = {
+            key: [correlation(x, per_seed[:, j]) for j in range(per_seed.shape[1])]
+            for key, x in ((a, xa), (b, xb))
+        }
+        out["mean_seed_spread"] = float(np.mean(np.std(per_seed, axis=1, ddof=1)))
+        out["spread_across_vaes"] = float(np.std(per_seed.mean(axis=1), ddof=1))
+    return out
+
+
 def analyse(
-    rows: list[dict[str, Any]], *, num_resamples: int = 2000, seed: int = 0, top_k: int = 3
+    rows: list[dict[str, Any]], *, num_resamples: int = 10_000, seed: int = 0, top_k: int = 3
 ) -> dict[str, Any]:
     """Correlations (Pearson, Spearman, bootstrap 95% intervals) of every metric with gFID and each
     gFID(t), and the selection regret and top-k overlap of every metric with respect to gFID."""
@@ -88,8 +163,14 @@ def analyse(
                 "spread_across_vaes": float(np.std(a + b)),
             }
     best = int(np.argmin(targets["gfid"]))
+    comparison = {
+        target: compare_predictors(rows, target=target, num_resamples=num_resamples, seed=seed)
+        for target in ("gfid", "gfid_heldout")
+        if target in targets
+    }
     return {
         "num_vaes": len(rows),
+        "comparison": comparison,
         "best_gfid": {"name": names[best], "gfid": targets["gfid"][best]},
         "correlations": correlations,
         "selection": selection,
@@ -114,6 +195,9 @@ def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]
         "PSNR",
         "probe loss",
         "gFID",
+        "gFID per seed",
+        "gFID held-out",
+        "time shift",
         *[f"gFID(t={t:g})" for t in ts],
         "IRS",
         "IRS_inf",
@@ -131,6 +215,9 @@ def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]
                 r["psnr"],
                 r["probe_loss"],
                 r["gfid"],
+                " / ".join(f"{v:.2f}" for v in r.get("gfid_seeds") or [r["gfid"]]),
+                r.get("gfid_heldout"),
+                "none" if r.get("time_shift") is None else f"{float(r['time_shift']):.3g}",
                 *[r["gfid_t"].get(f"{t:g}") for t in ts],
                 irs["irs"],
                 irs["irs_inf"],
@@ -174,6 +261,7 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
                 f"| {labels[key]} | {target} | {_fmt(p['value'])} [{_fmt(p['low'])}, "
                 f"{_fmt(p['high'])}] | {_fmt(s['value'])} [{_fmt(s['low'])}, {_fmt(s['high'])}] |"
             )
+    lines += _comparison_markdown(analysis.get("comparison") or {})
     k = analysis["top_k"]
     lines += [
         "",
@@ -235,6 +323,65 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
                 f"{_fmt(ir['irs'], 3)}, IRS_inf {_fmt(ir['irs_inf'], 3)}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _comparison_markdown(comparison: dict[str, Any]) -> list[str]:
+    """The section that answers the question: iFID against rFID as predictors of gFID."""
+    lines: list[str] = []
+    for target, c in comparison.items():
+        if "skipped" in c:
+            continue
+        level = (
+            "VAEs resampled, and probe seeds resampled within each VAE"
+            if c["seed_level"]
+            else "VAEs resampled"
+        )
+        lines += [
+            "",
+            f"## iFID against rFID as predictors of {target}",
+            "",
+            f"n = {c['n']} VAEs; 95% intervals from a paired bootstrap ({level}).",
+            "",
+            "| statistic | Pearson | Spearman |",
+            "|---|---|---|",
+        ]
+        for key, label in ((c["a"], "corr(iFID, target)"), (c["b"], "corr(rFID, target)")):
+            p, q = c[f"{key}_pearson"], c[f"{key}_spearman"]
+            lines.append(
+                f"| {label} | {_fmt(p['value'])} [{_fmt(p['low'])}, {_fmt(p['high'])}] | "
+                f"{_fmt(q['value'])} [{_fmt(q['low'])}, {_fmt(q['high'])}] |"
+            )
+        p, q = c["difference_pearson"], c["difference_spearman"]
+        lines.append(
+            f"| difference iFID - rFID | {_fmt(p['difference'])} [{_fmt(p['low'])}, "
+            f"{_fmt(p['high'])}], P(>0) {_fmt(p['prob_positive'])} | "
+            f"{_fmt(q['difference'])} [{_fmt(q['low'])}, {_fmt(q['high'])}], "
+            f"P(>0) {_fmt(q['prob_positive'])} |"
+        )
+        lines.append("")
+        if "williams" in c:
+            w = c["williams"]
+            lines.append(
+                f"- Williams' test (Steiger 1980) of equal Pearson correlations: t = "
+                f"{_fmt(w['t'])}, df = {w['df']}, p = {_fmt(w['p_value'], 3)} "
+                f"(corr(iFID, rFID) = {_fmt(w['r23'])})."
+            )
+        pc = c["partial"]
+        lines.append(
+            f"- Partial correlation of iFID with {target} given rFID: {_fmt(pc['value'])} "
+            f"[{_fmt(pc['low'])}, {_fmt(pc['high'])}], p = {_fmt(pc['p_value'], 3)}."
+        )
+        if "per_seed_pearson" in c:
+            per = c["per_seed_pearson"]
+            lines.append(
+                "- Pearson per probe seed: iFID "
+                + ", ".join(_fmt(v) for v in per[c["a"]])
+                + "; rFID "
+                + ", ".join(_fmt(v) for v in per[c["b"]])
+                + f". Mean std of {target} between seeds {_fmt(c['mean_seed_spread'])}, "
+                f"std across VAEs {_fmt(c['spread_across_vaes'])}."
+            )
+    return lines
 
 
 def _plots(result: dict[str, Any], analysis: dict[str, Any], out: Path) -> dict[str, Path]:
