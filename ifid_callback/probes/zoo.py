@@ -34,6 +34,7 @@ __all__ = [
     "relative_latent_noise",
     "train_zoo",
     "train_zoo_member",
+    "write_wrapped_checkpoint",
 ]
 
 
@@ -271,13 +272,47 @@ def train_zoo(
     return paths
 
 
-def load_vae_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> TinyVAE:
+def write_wrapped_checkpoint(
+    base: str | os.PathLike, path: str | os.PathLike, latent_map: dict[str, Any]
+) -> Path:
+    """Write ``path``: the base VAE checkpoint's weights with a latent map (see
+    :mod:`ifid_callback.probes.invertible`) applied after its encoder and undone before its
+    decoder. :func:`load_vae_checkpoint` returns it as a
+    :class:`~ifid_callback.probes.invertible.WrappedVAE`. An existing file with the same base
+    weights and map is kept."""
+    from .invertible import build_latent_map
+
+    build_latent_map(latent_map)  # validate before writing anything
+    payload = torch.load(Path(base), map_location="cpu", weights_only=True)
+    if "latent_map" in payload:
+        raise ValueError(f"{base} is already wrapped; wrap the unwrapped base checkpoint")
+    payload["latent_map"] = dict(latent_map)
+    payload["base_checkpoint"] = Path(base).name
+    path = Path(path)
+    if path.is_file():
+        old = torch.load(path, map_location="cpu", weights_only=True)
+        same = old.get("latent_map") == payload["latent_map"] and all(
+            torch.equal(old["state_dict"][k], v) for k, v in payload["state_dict"].items()
+        )
+        if same:
+            return path
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_vae_checkpoint(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> TinyVAE | torch.nn.Module:
     """Load a :class:`TinyVAE` from a Lightning-style checkpoint (the demo's or the zoo's).
 
     The checkpoint must hold a ``state_dict`` in which the VAE's weights sit under some prefix
     (``vae.`` for the demo's ``VAEModule``) and ``hyper_parameters`` with either a
     ``tiny_vae_config`` dict or the :class:`TinyVAEConfig` fields themselves (the demo saves
-    ``latent_channels`` and ``base_channels``). Returns the VAE in eval mode on ``device``.
+    ``latent_channels`` and ``base_channels``). Returns the VAE in eval mode on ``device``; a
+    checkpoint written by :func:`write_wrapped_checkpoint` gives a
+    :class:`~ifid_callback.probes.invertible.WrappedVAE` around it.
     """
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -308,4 +343,9 @@ def load_vae_checkpoint(path: str | os.PathLike, device: torch.device | str = "c
         raise ValueError(
             f"{path}: the weights under {prefix!r} do not fit TinyVAE({config_dict}): {exc}"
         ) from exc
+    if payload.get("latent_map") is not None:
+        from .invertible import WrappedVAE, build_latent_map
+
+        wrapped = WrappedVAE(vae, build_latent_map(payload["latent_map"]))
+        return wrapped.to(device).eval()
     return vae.to(device).eval()
