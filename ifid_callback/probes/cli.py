@@ -4,6 +4,7 @@
     ifid-probe run --zoo runs/zoo --out runs/study --feature inception-bf16
     ifid-probe run --vae a.ckpt --vae stabilityai/sd-vae-ft-mse --train-data /data/train \\
         --eval-data /data/val --image-size 256 --device cuda --probe-size B --probe-steps 400000
+    ifid-probe study --dataset digits --out runs/digits
     ifid-probe report --study runs/study --out docs/results
 """
 
@@ -142,6 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-progress", action="store_true")
 
+    st = sub.add_parser(
+        "study",
+        help="build a dataset's zoo (natural family, positive control, channel sweep) and run "
+        "the study on it, resumably",
+    )
+    st.add_argument("--dataset", required=True, choices=("digits",))
+    st.add_argument("--out", required=True, help="study directory (zoo, cache, report)")
+    st.add_argument(
+        "--smoke", action="store_true", help="tiny settings: the pipeline end to end in a minute"
+    )
+    st.add_argument(
+        "--families", default=None, help="zoo families to build, e.g. 'AB' (default ABC)"
+    )
+    st.add_argument("--vae-steps", type=_positive_int, default=None)
+    st.add_argument("--probe-steps", type=_positive_int, default=None)
+    st.add_argument("--probe-seeds", type=_positive_int, default=None)
+    st.add_argument("--probe-overrides", default=None, help="JSON dict of SiTConfig fields")
+    st.add_argument("--time-shift", type=_time_shift, default=None)
+    st.add_argument("--num-samples", type=_positive_int, default=None)
+    st.add_argument("--sampling-steps", type=_positive_int, default=None)
+    st.add_argument("--seed", type=int, default=None)
+    st.add_argument("--no-progress", action="store_true")
+
     rep = sub.add_parser("report", help="rebuild the report of a finished (or partial) study")
     rep.add_argument("--study", required=True, help="the study directory")
     rep.add_argument("--out", default=None, help="report directory (default <study>/report)")
@@ -238,6 +262,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from .digits_study import DigitsStudySettings, run_digits_study
+
+    settings = DigitsStudySettings.smoke(args.out) if args.smoke else DigitsStudySettings(args.out)
+    if args.probe_overrides is not None:
+        try:
+            settings.probe_overrides = json.loads(args.probe_overrides)
+        except json.JSONDecodeError as exc:
+            print(f"--probe-overrides is not JSON: {exc}", file=sys.stderr)
+            return 2
+    for name in (
+        "families",
+        "vae_steps",
+        "probe_steps",
+        "probe_seeds",
+        "num_samples",
+        "sampling_steps",
+        "seed",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(settings, name, value)
+    # --time-shift's default (None) is also the study's: uniform t.
+    settings.time_shift = args.time_shift
+    result = run_digits_study(settings, progress=not args.no_progress)
+    print(Path(result["report"]["markdown"]).read_text())
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -260,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _zoo(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "study":
+            return _study(args)
         return _report(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"ifid-probe {args.command}: {exc}", file=sys.stderr)

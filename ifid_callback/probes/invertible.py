@@ -87,15 +87,15 @@ class ChannelRotation(LatentMap):
         q = q * torch.sign(torch.diagonal(r))  # the Haar measure's sign convention
         self.register_buffer("q", q)
 
-    def _apply(self, z: Tensor, matrix: Tensor) -> Tensor:
+    def _mix(self, z: Tensor, matrix: Tensor) -> Tensor:
         out = torch.einsum("dc,bchw->bdhw", matrix.to(z.device), z.double())
         return out.to(z.dtype)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self._apply(z, self.q)
+        return self._mix(z, self.q)
 
     def inverse(self, y: Tensor) -> Tensor:
-        return self._apply(y, self.q.T)
+        return self._mix(y, self.q.T)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "channels": self.channels, "seed": self.seed}

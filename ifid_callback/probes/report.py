@@ -22,7 +22,11 @@ from .correlation import (
     williams_test,
 )
 
-__all__ = ["METRICS", "analyse", "compare_predictors", "write_report"]
+__all__ = ["CONSTANT_RTOL", "METRICS", "analyse", "compare_predictors", "write_report"]
+
+#: A predictor whose spread across the VAEs is below this fraction of its size is treated as
+#: constant (rFID across an invertible-map series differs only by float rounding).
+CONSTANT_RTOL = 1e-6
 
 #: Candidate predictors, each oriented so that lower is better (like gFID): ``(key, label)``.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -86,6 +90,20 @@ def compare_predictors(
     y = [float(r[target]) for r in rows]
     y_seeds = _seed_targets(rows, target)
     out: dict[str, Any] = {"a": a, "b": b, "target": target, "n": n, "seed_level": bool(y_seeds)}
+    spread_b = float(np.ptp(xb)) / max(float(np.max(np.abs(xb))), 1e-30)
+    if spread_b < CONSTANT_RTOL:
+        # E.g. rFID across the positive control: equal by construction, so any correlation
+        # with it would measure float rounding. Only corr(a, target) means something.
+        out["b_constant"] = {"relative_spread": spread_b, "value": float(np.mean(xb))}
+        for method in ("pearson", "spearman"):
+            if y_seeds is not None:
+                res = seed_bootstrap_correlation(
+                    xa, y_seeds, method, num_resamples=num_resamples, seed=seed
+                )
+            else:
+                res = bootstrap_correlation(xa, y, method, num_resamples=num_resamples, seed=seed)
+            out[f"{a}_{method}"] = res.to_dict()
+        return out
     for method in ("pearson", "spearman"):
         out[f"difference_{method}"] = paired_bootstrap_difference(
             xa, xb, y, method, y_seeds=y_seeds, num_resamples=num_resamples, seed=seed
@@ -115,8 +133,39 @@ def compare_predictors(
     return out
 
 
+def _ablation_correlations(
+    rows: list[dict[str, Any]], num_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Correlation with gFID of iFID under each ablation setting (the paper's Tables 4-5)."""
+    labels = [lab for lab in (rows[0].get("ifid_ablation") or {})] if rows else []
+    if len(rows) < 4 or not labels:
+        return {}
+    y = [float(r["gfid"]) for r in rows]
+    y_seeds = _seed_targets(rows, "gfid")
+    out: dict[str, Any] = {}
+    for label in labels:
+        if not all(label in (r.get("ifid_ablation") or {}) for r in rows):
+            continue
+        x = [float(r["ifid_ablation"][label]) for r in rows]
+        out[label] = {}
+        for method in ("pearson", "spearman"):
+            if y_seeds is not None:
+                res = seed_bootstrap_correlation(
+                    x, y_seeds, method, num_resamples=num_resamples, seed=seed
+                )
+            else:
+                res = bootstrap_correlation(x, y, method, num_resamples=num_resamples, seed=seed)
+            out[label][method] = res.to_dict()
+    return out
+
+
 def analyse(
-    rows: list[dict[str, Any]], *, num_resamples: int = 10_000, seed: int = 0, top_k: int = 3
+    rows: list[dict[str, Any]],
+    *,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+    top_k: int = 3,
+    groups: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Correlations (Pearson, Spearman, bootstrap 95% intervals) of every metric with gFID and each
     gFID(t), and the selection regret and top-k overlap of every metric with respect to gFID."""
@@ -163,6 +212,18 @@ def analyse(
                 "spread_across_vaes": float(np.std(a + b)),
             }
     best = int(np.argmin(targets["gfid"]))
+    groups_out: dict[str, Any] = {}
+    for group, members in (groups or {}).items():
+        sub = [r for r in rows if r["name"] in set(members)]
+        groups_out[group] = {
+            "members": [r["name"] for r in sub],
+            "comparison": {
+                t: compare_predictors(sub, target=t, num_resamples=num_resamples, seed=seed)
+                for t in ("gfid", "gfid_heldout")
+                if t in targets
+            },
+            "ablation": _ablation_correlations(sub, num_resamples, seed),
+        }
     comparison = {
         target: compare_predictors(rows, target=target, num_resamples=num_resamples, seed=seed)
         for target in ("gfid", "gfid_heldout")
@@ -171,6 +232,8 @@ def analyse(
     return {
         "num_vaes": len(rows),
         "comparison": comparison,
+        "ablation": _ablation_correlations(rows, num_resamples, seed),
+        "groups": groups_out,
         "best_gfid": {"name": names[best], "gfid": targets["gfid"][best]},
         "correlations": correlations,
         "selection": selection,
@@ -262,6 +325,11 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
                 f"{_fmt(p['high'])}] | {_fmt(s['value'])} [{_fmt(s['low'])}, {_fmt(s['high'])}] |"
             )
     lines += _comparison_markdown(analysis.get("comparison") or {})
+    lines += _ablation_markdown(analysis.get("ablation") or {}, "all VAEs")
+    for group, g in (analysis.get("groups") or {}).items():
+        lines += ["", f"# Group {group}: {', '.join(g['members'])}"]
+        lines += _comparison_markdown(g["comparison"], f" (group {group})")
+        lines += _ablation_markdown(g["ablation"], f"group {group}")
     k = analysis["top_k"]
     lines += [
         "",
@@ -299,6 +367,28 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
                 f"{_fmt(r['mean_abs_half_difference'])} | "
                 f"{_fmt(r['spread_across_vaes'])} |"
             )
+    net = result.get("feature_network") or {}
+    if net:
+        floors = net.get("fid_floors") or {}
+        lines += [
+            "",
+            "## Feature network (not Inception)",
+            "",
+            "Every FID here is measured in the penultimate layer of a small convolutional digit "
+            "classifier trained on the training split, not in Inception-v3: the numbers compare "
+            "with each other only.",
+            "",
+            f"- accuracy: {_fmt(100 * net.get('heldout_accuracy', math.nan), 1)}% on the "
+            f"held-out digits, {_fmt(100 * net.get('train_accuracy', math.nan), 1)}% on the "
+            "training digits",
+        ]
+        if floors:
+            lines += [
+                f"- FID floors: held-out ({floors['n_heldout']}) vs train ({floors['n_train']}) "
+                f"{_fmt(floors['heldout_vs_train'])}; train half vs half "
+                f"{_fmt(floors['train_half_vs_half'])}; held-out half vs half "
+                f"{_fmt(floors['heldout_half_vs_half'])}",
+            ]
     real = result.get("real") or {}
     if real:
         lines += [
@@ -325,7 +415,26 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _comparison_markdown(comparison: dict[str, Any]) -> list[str]:
+def _ablation_markdown(ablation: dict[str, Any], where: str) -> list[str]:
+    if not ablation:
+        return []
+    lines = [
+        "",
+        f"## iFID ablations: correlation with gFID ({where})",
+        "",
+        "| iFID setting | PCC [95% CI] | SRCC [95% CI] |",
+        "|---|---|---|",
+    ]
+    for label, c in ablation.items():
+        p, q = c["pearson"], c["spearman"]
+        lines.append(
+            f"| {label} | {_fmt(p['value'])} [{_fmt(p['low'])}, {_fmt(p['high'])}] | "
+            f"{_fmt(q['value'])} [{_fmt(q['low'])}, {_fmt(q['high'])}] |"
+        )
+    return lines
+
+
+def _comparison_markdown(comparison: dict[str, Any], where: str = "") -> list[str]:
     """The section that answers the question: iFID against rFID as predictors of gFID."""
     lines: list[str] = []
     for target, c in comparison.items():
@@ -338,7 +447,7 @@ def _comparison_markdown(comparison: dict[str, Any]) -> list[str]:
         )
         lines += [
             "",
-            f"## iFID against rFID as predictors of {target}",
+            f"## iFID against rFID as predictors of {target}{where}",
             "",
             f"n = {c['n']} VAEs; 95% intervals from a paired bootstrap ({level}).",
             "",
@@ -346,11 +455,25 @@ def _comparison_markdown(comparison: dict[str, Any]) -> list[str]:
             "|---|---|---|",
         ]
         for key, label in ((c["a"], "corr(iFID, target)"), (c["b"], "corr(rFID, target)")):
+            if f"{key}_pearson" not in c:
+                const = c["b_constant"]
+                lines.append(
+                    f"| {label} | rFID constant ({_fmt(const['value'])}, relative spread "
+                    f"{const['relative_spread']:.1e}) | — |"
+                )
+                continue
             p, q = c[f"{key}_pearson"], c[f"{key}_spearman"]
             lines.append(
                 f"| {label} | {_fmt(p['value'])} [{_fmt(p['low'])}, {_fmt(p['high'])}] | "
                 f"{_fmt(q['value'])} [{_fmt(q['low'])}, {_fmt(q['high'])}] |"
             )
+        if "b_constant" in c:
+            lines += [
+                "",
+                "- rFID is the same for every VAE here (by construction), so the question is "
+                "only whether iFID moves with the target.",
+            ]
+            continue
         p, q = c["difference_pearson"], c["difference_spearman"]
         lines.append(
             f"| difference iFID - rFID | {_fmt(p['difference'])} [{_fmt(p['low'])}, "
@@ -445,13 +568,15 @@ def write_report(
     rows = result["vaes"]
     if len(rows) < 1:
         raise ValueError("the study has no VAE results to report")
-    analysis = analyse(rows, **analyse_kwargs)
+    groups = (result.get("config") or {}).get("groups") or None
+    analysis = analyse(rows, groups=groups, **analyse_kwargs)
     paths = {
         "json": out / "results.json",
         "csv": out / "results.csv",
         "markdown": out / "results.md",
     }
     payload = {
+        **{k: v for k, v in result.items() if k not in ("report", "vaes")},
         "config": result.get("config"),
         "real": result.get("real"),
         "vaes": rows,

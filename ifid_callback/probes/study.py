@@ -85,6 +85,10 @@ class StudyConfig:
             batch order, noise and sampling noise all differ); gFID and gFID(t) are reported
             per seed and as the mean.
         sampler, sampling_steps: probe sampler for gFID and gFID(t).
+        ifid_ablation: extra iFID settings, each ``{"interpolation", "alpha", "k"}``: iFID is
+            recomputed for each (the paper's ablations) and correlated with gFID in the report.
+        groups: named subsets of the VAE names (families); the report compares iFID with rFID
+            within each group as well as over all VAEs.
         irs_distance: feature-space distance of the IRS retrieval.
         device: torch device for the VAEs, the probes and the feature extractor.
         batch_size: images per encode/decode/feature batch.
@@ -115,6 +119,8 @@ class StudyConfig:
     probe_seeds: int = 2
     sampler: str = "euler"
     sampling_steps: int = 50
+    ifid_ablation: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
     irs_distance: str = "sqeuclidean"
     device: str = "cpu"
     batch_size: int = 64
@@ -142,6 +148,16 @@ class StudyConfig:
         if self.probe_seeds < 1:
             raise ValueError(f"probe_seeds must be an int >= 1, got {self.probe_seeds!r}")
         self.probe = {"time_shift": None, **self.probe}
+        for setting in self.ifid_ablation:
+            if set(setting) != {"interpolation", "alpha", "k"}:
+                raise ValueError(
+                    f"each ifid_ablation entry needs exactly interpolation, alpha and k; got "
+                    f"{setting!r}"
+                )
+        for group, members in self.groups.items():
+            unknown = sorted(set(members) - set(names))
+            if unknown:
+                raise ValueError(f"group {group!r} names unknown VAEs {unknown}; known: {names}")
         ProbeTrainConfig.from_dict({**self.probe, "device": self.device, "seed": self.seed})
 
     def resolved_names(self) -> list[str]:
@@ -279,11 +295,17 @@ def _dataset(spec: str, split: str, size: int, limit: int | None, seed: int) -> 
         from ..data import EmbeddedPatches
 
         base: Dataset = EmbeddedPatches(split=split, size=size)
+    elif spec == "digits":
+        from ..data import EmbeddedDigits
+
+        if size != 8:
+            raise ValueError(f"the digits are 8x8: set image_size=8, got {size!r}")
+        base = EmbeddedDigits(split=split)
     else:
         from ..data import ImageFolder
 
         if not Path(spec).is_dir():
-            raise ValueError(f"data must be 'embedded' or an image folder, got {spec!r}")
+            raise ValueError(f"data must be 'embedded', 'digits' or an image folder, got {spec!r}")
         base = ImageFolder(spec, size=size)
     n = len(base)  # type: ignore[arg-type]
     if limit is not None and limit < n:
@@ -520,6 +542,18 @@ def _run_vae(
 
     rec = stages.run("reconstruction", ifid_key, reconstruction)
 
+    ablation: dict[str, float] = {}
+    if config.ifid_ablation:
+
+        def ablation_stage() -> dict[str, Any]:
+            return _ifid_ablation(config, vae_dir, real_dir, eval_ds, decode, feature, device)
+
+        ablation = stages.run(
+            "ifid_ablation",
+            {**data_key, **_feature_key(config), "settings": config.ifid_ablation},
+            ablation_stage,
+        )
+
     # --- probes: one per seed; stage names and directories of seed index 0 keep the plain names
     seeds_out = [
         _run_probe_seed(
@@ -583,7 +617,54 @@ def _run_vae(
         "gfid_t": {t: float(np.mean([s["gfid_t"][t] for s in seeds_out])) for t in ts},
         "gfid_t_seeds": {t: [s["gfid_t"][t] for s in seeds_out] for t in ts},
         "irs": first["irs"],
+        "ifid_ablation": ablation,
     }
+
+
+def ablation_label(setting: dict[str, Any]) -> str:
+    """``"slerp a=0.5 k=1"``: the name of an iFID setting in reports."""
+    return f"{setting['interpolation']} a={float(setting['alpha']):g} k={int(setting['k'])}"
+
+
+def _ifid_ablation(
+    config: StudyConfig,
+    vae_dir: Path,
+    real_dir: Path,
+    eval_ds: Dataset,
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    device: torch.device,
+) -> dict[str, float]:
+    """iFID under each setting of ``config.ifid_ablation`` (one neighbour search per distance)."""
+    from ..functional.interpolation import interpolate
+    from ..index import NeighborIndex
+
+    z_train = torch.from_numpy(_load_array(vae_dir / "latents_train.npy"))
+    z_eval = torch.from_numpy(np.ascontiguousarray(_load_array(vae_dir / "latents_eval.npy")))
+    real = _load_array(real_dir / "eval_features.npy")
+    max_k = max(int(s["k"]) for s in config.ifid_ablation)
+    neighbours: dict[str, Tensor] = {}
+    out: dict[str, float] = {}
+    for setting in config.ifid_ablation:
+        method, alpha, k = setting["interpolation"], float(setting["alpha"]), int(setting["k"])
+        distance = config.distance or ("sqeuclidean" if method == "linear" else "cosine")
+        if distance not in neighbours:
+            index = NeighborIndex(index="exact", distance=distance, device=device)
+            index.build(z_train.flatten(1))
+            neighbours[distance] = index.search(z_eval.flatten(1).to(device), k=max_k)[1].cpu()
+        gen = torch.Generator().manual_seed(config.seed)
+        pick = torch.randint(0, k, (len(z_eval),), generator=gen)
+        nn_idx = neighbours[distance][torch.arange(len(z_eval)), pick]
+        mask_gen = torch.Generator().manual_seed(config.seed + 5)
+        feats = []
+        for start in range(0, len(z_eval), config.batch_size):
+            z = z_eval[start : start + config.batch_size]
+            z_nn = z_train[nn_idx[start : start + config.batch_size]]
+            z_hat = interpolate(z, z_nn, method, alpha, generator=mask_gen)
+            with torch.no_grad():
+                feats.append(feature(decode(z_hat.to(device))).float().cpu().numpy())
+        out[ablation_label(setting)] = fid_from_features(np.concatenate(feats), real)
+    return out
 
 
 def _run_probe_seed(
