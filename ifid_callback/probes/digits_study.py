@@ -96,18 +96,18 @@ class DigitsStudySettings:
     """
 
     out: str
-    vae_steps: int = 3000
+    vae_steps: int = 2000
     vae_batch_size: int = 64
     vae_lr: float = 2e-3
     base_channels: int = 16
     probe_steps: int = 3000
-    probe_batch_size: int = 128
+    probe_batch_size: int = 64
     probe_lr: float = 1e-3
     probe_ema: float = 0.999
     probe_overrides: dict[str, Any] = field(
-        default_factory=lambda: {"depth": 3, "hidden_size": 96, "num_heads": 4}
+        default_factory=lambda: {"depth": 3, "hidden_size": 128, "num_heads": 4}
     )
-    patch_size: int = 1
+    patch_size: int = 2
     time_shift: float | str | None = None
     probe_seeds: int = 2
     num_samples: int = 1000
