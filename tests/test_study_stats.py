@@ -167,6 +167,12 @@ def test_report_compares_ifid_with_rfid(tmp_path):
     assert c["per_seed_pearson"]["ifid"][0] == pytest.approx(
         scipy.stats.pearsonr(ifid, [r["gfid_seeds"][0] for r in rows])[0]
     )
+    # The main table's intervals carry the probe-seed level too.
+    from ifid_callback.probes.report import analyse
+
+    table = analyse(rows, num_resamples=500)["correlations"]["ifid"]["gfid"]["pearson"]
+    nested = seed_bootstrap_correlation(ifid, [r["gfid_seeds"] for r in rows], num_resamples=500)
+    assert (table["low"], table["high"]) == pytest.approx((nested.low, nested.high))
     paths = write_report({"vaes": rows}, tmp_path, num_resamples=500)
     md = paths["markdown"].read_text()
     assert "## iFID against rFID as predictors of gfid" in md

@@ -66,6 +66,21 @@ def _seed_targets(rows: list[dict[str, Any]], target: str) -> list[list[float]] 
     return [[float(x) for x in v] for v in seeds]
 
 
+def _target_seeds(rows: list[dict[str, Any]], target: str) -> list[list[float]] | None:
+    """Per-seed values of a target of :func:`_targets` (gFID, held-out gFID, gFID(t))."""
+    if target in ("gfid", "gfid_heldout"):
+        return _seed_targets(rows, target)
+    if target.startswith("gfid_t=") and target != "gfid_t=0":
+        label = target.partition("=")[2]
+        seeds = [(r.get("gfid_t_seeds") or {}).get(label) for r in rows]
+        if (
+            all(isinstance(v, list) and len(v) >= 2 for v in seeds)
+            and len({len(v) for v in seeds}) == 1
+        ):
+            return [[float(x) for x in v] for v in seeds]
+    return None
+
+
 def compare_predictors(
     rows: list[dict[str, Any]],
     a: str = "ifid",
@@ -187,8 +202,16 @@ def analyse(
                 continue
             x = [values[i] for i in ok]
             y = [t_values[i] for i in ok]
+            seeds = _target_seeds(rows, target)
+            y_seeds = [seeds[i] for i in ok] if seeds is not None else None
             correlations[key][target] = {
-                m: bootstrap_correlation(x, y, m, num_resamples=num_resamples, seed=seed).to_dict()
+                m: (
+                    seed_bootstrap_correlation(
+                        x, y_seeds, m, num_resamples=num_resamples, seed=seed
+                    )
+                    if y_seeds is not None
+                    else bootstrap_correlation(x, y, m, num_resamples=num_resamples, seed=seed)
+                ).to_dict()
                 for m in ("pearson", "spearman")
             }
         if all(math.isfinite(v) for v in values) and len(rows) >= 2:
@@ -309,7 +332,8 @@ def _markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
         "",
         "## Correlation with gFID and gFID(t)",
         "",
-        "Pearson (PCC) and Spearman (SRCC) with 95% bootstrap intervals over the VAEs; "
+        "Pearson (PCC) and Spearman (SRCC) with 95% bootstrap intervals over the VAEs (probe "
+        "seeds resampled within each VAE where a target has several); "
         "every metric is oriented so that lower is better (a good predictor has a positive "
         "correlation).",
         "",
