@@ -53,9 +53,9 @@ def main() -> None:
     p.add_argument("--probe-seeds", type=int, default=defaults.probe_seeds)
     p.add_argument("--num-samples", type=int, default=defaults.num_samples)
     p.add_argument("--sampling-steps", type=int, default=defaults.sampling_steps)
-    p.add_argument("--timed-vae-steps", type=int, default=300)
-    p.add_argument("--timed-probe-steps", type=int, default=300)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--timed-vae-steps", type=int, default=200)
+    p.add_argument("--timed-probe-steps", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
