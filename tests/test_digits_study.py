@@ -56,3 +56,14 @@ def test_digits_study_smoke_end_to_end_and_resumes(tmp_path, monkeypatch, capsys
     assert (out / "events.jsonl").read_text().splitlines() == events
     assert time.time() - again < first
     assert time.time() - started < 180
+
+
+def test_bad_study_settings_fail_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    args = ["study", "--dataset", "digits", "--out", str(out), "--smoke", "--no-progress"]
+    assert main([*args, "--families", "AX"]) == 2
+    assert "families must be letters from 'ABC'" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main([*args, "--probe-seeds", "0"])
+    assert "positive integer" in capsys.readouterr().err

@@ -119,6 +119,21 @@ class DigitsStudySettings:
     batch_size: int = 256
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        fams = self.families.upper()
+        if not fams or set(fams) - set("ABC"):
+            raise ValueError(f"families must be letters from 'ABC', got {self.families!r}")
+        for name in ("vae_steps", "probe_steps", "probe_seeds", "num_samples", "sampling_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples!r}")
+
     @classmethod
     def smoke(cls, out: str) -> DigitsStudySettings:
         """Tiny settings that run the whole pipeline in about a minute (numbers meaningless)."""
@@ -287,6 +302,7 @@ def run_digits_study(
     from .digit_features import digit_features
     from .study import run_study
 
+    settings.validate()
     started = time.time()
     feat = feature if feature is not None else digit_features()
     out = Path(settings.out)
