@@ -10,13 +10,23 @@ Each step of iFID can be called on its own::
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics, statistics_of
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
 from ifid_callback.functional.neighbors import nearest_neighbors, pick_neighbor
+from ifid_callback.functional.uncertainty import (
+    FIDWithError,
+    frechet_jackknife,
+    recommend_min_delta,
+    sample_space_frechet_distance,
+)
 
 __all__ = [
+    "FIDWithError",
     "INTERPOLATIONS",
     "frechet_distance",
+    "frechet_jackknife",
     "gaussian_statistics",
     "interpolate",
     "nearest_neighbors",
     "pick_neighbor",
+    "recommend_min_delta",
+    "sample_space_frechet_distance",
     "statistics_of",
 ]
