@@ -9,6 +9,11 @@ Each step of iFID can be called on its own::
 
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics, statistics_of
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
+from ifid_callback.functional.kid import (
+    KIDResult,
+    kernel_inception_distance,
+    kernel_inception_distances,
+)
 from ifid_callback.functional.neighbors import nearest_neighbors, pick_neighbor
 from ifid_callback.functional.uncertainty import (
     FIDWithError,
@@ -20,10 +25,13 @@ from ifid_callback.functional.uncertainty import (
 __all__ = [
     "FIDWithError",
     "INTERPOLATIONS",
+    "KIDResult",
     "frechet_distance",
     "frechet_jackknife",
     "gaussian_statistics",
     "interpolate",
+    "kernel_inception_distance",
+    "kernel_inception_distances",
     "nearest_neighbors",
     "pick_neighbor",
     "recommend_min_delta",
