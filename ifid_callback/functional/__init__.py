@@ -15,6 +15,11 @@ from ifid_callback.functional.kid import (
     kernel_inception_distances,
 )
 from ifid_callback.functional.neighbors import nearest_neighbors, pick_neighbor
+from ifid_callback.functional.precision_recall import (
+    PrecisionRecall,
+    manifold_radii,
+    precision_recall,
+)
 from ifid_callback.functional.uncertainty import (
     FIDWithError,
     frechet_jackknife,
@@ -26,14 +31,17 @@ __all__ = [
     "FIDWithError",
     "INTERPOLATIONS",
     "KIDResult",
+    "PrecisionRecall",
     "frechet_distance",
     "frechet_jackknife",
     "gaussian_statistics",
     "interpolate",
     "kernel_inception_distance",
     "kernel_inception_distances",
+    "manifold_radii",
     "nearest_neighbors",
     "pick_neighbor",
+    "precision_recall",
     "recommend_min_delta",
     "sample_space_frechet_distance",
     "statistics_of",
