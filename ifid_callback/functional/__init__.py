@@ -20,6 +20,11 @@ from ifid_callback.functional.precision_recall import (
     manifold_radii,
     precision_recall,
 )
+from ifid_callback.functional.reconstruction import (
+    ReconstructionSums,
+    reconstruction_means,
+    reconstruction_sums,
+)
 from ifid_callback.functional.uncertainty import (
     FIDWithError,
     frechet_jackknife,
@@ -32,6 +37,7 @@ __all__ = [
     "INTERPOLATIONS",
     "KIDResult",
     "PrecisionRecall",
+    "ReconstructionSums",
     "frechet_distance",
     "frechet_jackknife",
     "gaussian_statistics",
@@ -43,6 +49,8 @@ __all__ = [
     "pick_neighbor",
     "precision_recall",
     "recommend_min_delta",
+    "reconstruction_means",
+    "reconstruction_sums",
     "sample_space_frechet_distance",
     "statistics_of",
 ]
