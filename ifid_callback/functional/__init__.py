@@ -25,6 +25,13 @@ from ifid_callback.functional.reconstruction import (
     reconstruction_means,
     reconstruction_sums,
 )
+from ifid_callback.functional.standardize import (
+    ChannelStatistics,
+    candidate_mse,
+    channel_statistics,
+    standardize,
+    topk_weights,
+)
 from ifid_callback.functional.uncertainty import (
     FIDWithError,
     frechet_jackknife,
@@ -33,11 +40,14 @@ from ifid_callback.functional.uncertainty import (
 )
 
 __all__ = [
+    "ChannelStatistics",
     "FIDWithError",
     "INTERPOLATIONS",
     "KIDResult",
     "PrecisionRecall",
     "ReconstructionSums",
+    "candidate_mse",
+    "channel_statistics",
     "frechet_distance",
     "frechet_jackknife",
     "gaussian_statistics",
@@ -52,5 +62,7 @@ __all__ = [
     "reconstruction_means",
     "reconstruction_sums",
     "sample_space_frechet_distance",
+    "standardize",
     "statistics_of",
+    "topk_weights",
 ]
