@@ -89,18 +89,6 @@ def _squared_radii(x: Tensor, k: int, chunk_size: int | None) -> Tensor:
     return out
 
 
-def _covered(
-    probes: Tensor, manifold: Tensor, squared_radii: Tensor, chunk_size: int | None
-) -> Tensor:
-    step = _rows_per_block(manifold.shape[0], chunk_size)
-    m_sq = (manifold * manifold).sum(1)
-    hits = torch.empty(probes.shape[0], dtype=torch.bool, device=probes.device)
-    for p0 in range(0, probes.shape[0], step):
-        block = _squared_distances(probes[p0 : p0 + step], manifold, m_sq)
-        hits[p0 : p0 + step] = (block <= squared_radii[None, :]).any(dim=1)
-    return hits
-
-
 def precision_recall(
     real: Tensor, fake: Tensor, k: int = DEFAULT_K, chunk_size: int | None = None
 ) -> PrecisionRecall:
@@ -110,7 +98,9 @@ def precision_recall(
     k-th nearest other real row (Euclidean); likewise the fake manifold. Precision is the fraction
     of fake rows inside the real manifold (a ball's boundary counts as inside), recall the fraction
     of real rows inside the fake manifold. Distances are computed in float64, ``chunk_size`` rows
-    at a time, on the features' device: O((N + M)^2 d) work, O(chunk x max(N, M)) memory.
+    at a time, on the features' device; three distance products (real-real and fake-fake for the
+    radii, one fake-real block serving both numbers): O((N^2 + M^2 + N M) d) work,
+    O(chunk x max(N, M)) memory.
 
     Args:
         real: (N, d) features of real images, finite, N > k.
@@ -131,6 +121,14 @@ def precision_recall(
     _check_k(k, y.shape[0], "fake")
     real_radii = _squared_radii(x, k, chunk_size)
     fake_radii = _squared_radii(y, k, chunk_size)
-    precision = _covered(y, x, real_radii, chunk_size).to(torch.float64).mean()
-    recall = _covered(x, y, fake_radii, chunk_size).to(torch.float64).mean()
+    step = _rows_per_block(x.shape[0], chunk_size)
+    x_sq = (x * x).sum(1)
+    fake_inside = torch.empty(y.shape[0], dtype=torch.bool, device=x.device)
+    real_inside = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for f0 in range(0, y.shape[0], step):
+        block = _squared_distances(y[f0 : f0 + step], x, x_sq)  # (fake rows, real rows)
+        fake_inside[f0 : f0 + step] = (block <= real_radii[None, :]).any(dim=1)
+        real_inside |= (block <= fake_radii[f0 : f0 + step, None]).any(dim=0)
+    precision = fake_inside.to(torch.float64).mean()
+    recall = real_inside.to(torch.float64).mean()
     return PrecisionRecall(precision, recall)
