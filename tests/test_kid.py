@@ -89,6 +89,15 @@ def test_all_fake_sets_see_the_same_subsets_and_defaults_are_seeded():
             real, f, 5, 10, generator=torch.Generator().manual_seed(3)
         )
         assert torch.equal(both[name].mean, alone.mean) and torch.equal(both[name].std, alone.std)
+    # Sets of different sizes draw different permutations; still each as if alone.
+    mixed = kernel_inception_distances(
+        real, {"a": fake, "b": other[:25]}, 4, 10, generator=torch.Generator().manual_seed(9)
+    )
+    for name, f in (("a", fake), ("b", other[:25])):
+        alone = kernel_inception_distance(
+            real, f, 4, 10, generator=torch.Generator().manual_seed(9)
+        )
+        assert torch.equal(mixed[name].mean, alone.mean)
     # Default subset size: all 30 rows (fewer than 1000); default generator: fixed seed.
     a = kernel_inception_distance(real, fake, subsets=2)
     assert torch.equal(a.mean, kernel_inception_distance(real, fake, subsets=2).mean)
