@@ -4,7 +4,8 @@ An evaluation of N queries holds N real, N interpolant and N reconstruction feat
 is one plain Fréchet distance from held statistics (``frechet_distance``, what iFID or rFID costs
 once the sums are accumulated; an evaluation computes two). Each extra is timed on the same rows:
 
-- jackknife: standard errors of iFID and rFID together (``frechet_jackknife``, G groups)
+- influence / jackknife: standard errors of iFID and rFID together (``frechet_influence``;
+  ``frechet_jackknife`` with G groups)
 - KID: KID of interpolants and reconstructions together (``kernel_inception_distances``)
 - precision/recall: of the interpolants against the real images (``precision_recall``, k=3)
 - PSNR/MSE and PSNR/SSIM/MSE: of N reconstructions at --image-size (``reconstruction_sums``,
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifid_callback.functional import (  # noqa: E402
     frechet_distance,
+    frechet_influence,
     frechet_jackknife,
     kernel_inception_distances,
     precision_recall,
@@ -72,6 +74,10 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
         (
             "sample-space Fréchet distance (1 set)",
             lambda: sample_space_frechet_distance(f["real"], f["interp"]),
+        ),
+        (
+            "influence SE, iFID+rFID (infinitesimal jackknife)",
+            lambda: frechet_influence(f["real"], fakes),
         ),
         (
             f"jackknife SE, iFID+rFID (G={args.groups}, sample space)",

@@ -34,6 +34,7 @@ from ifid_callback.functional.standardize import (
 )
 from ifid_callback.functional.uncertainty import (
     FIDWithError,
+    frechet_influence,
     frechet_jackknife,
     recommend_min_delta,
     sample_space_frechet_distance,
@@ -49,6 +50,7 @@ __all__ = [
     "candidate_mse",
     "channel_statistics",
     "frechet_distance",
+    "frechet_influence",
     "frechet_jackknife",
     "gaussian_statistics",
     "interpolate",
