@@ -120,7 +120,7 @@ def bench_size(n: int, args: argparse.Namespace) -> None:
     print(f"\nN={n}: plain Fréchet distance {unit:.3f} s (= 1.00x; iFID+rFID = 2.00x)", flush=True)
     for name, job in jobs:
         seconds = timed(job, 1) * (scale if name.startswith("PSNR") else 1.0)
-        print(f"  {name:<52s} {seconds:8.3f} s  {seconds / unit:7.2f}x", flush=True)
+        print(f"  {name:<60s} {seconds:8.3f} s  {seconds / unit:6.2f}x", flush=True)
 
 
 def main() -> None:
