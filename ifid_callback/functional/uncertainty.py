@@ -241,8 +241,8 @@ def frechet_jackknife(
     (N, N) Gram products computed once (the real set's shared by all fake sets), on the features'
     device; with ``"feature"`` each is one d-dimensional :func:`frechet_distance` (on the CPU).
     ``"auto"`` takes the sample space when N <= d. With d = 2048 the feature space costs
-    2 (G + 1) = 42 plain Fréchet distances for two fake sets; the sample space measured 0.5 of
-    one at N = 500 and 12 at N = 2000 (``bench/bench_extras.py``, one CPU thread).
+    2 (G + 1) = 42 plain Fréchet distances for two fake sets; the sample space measured 0.4-0.5
+    of one at N = 500 and 8-11 at N = 2000 (``bench/bench_extras.py``, one CPU thread).
     :func:`frechet_influence` is cheaper and steadier at equal calibration.
 
     Args:
