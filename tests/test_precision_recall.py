@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from ifid_callback.functional.precision_recall import manifold_radii, precision_recall
+from ifid_callback.functional.knn_manifold import manifold_radii, precision_recall
 
 
 def _brute_force(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ifid_callback.functional.neighbors import pick_neighbor
-from ifid_callback.functional.standardize import (
+from ifid_callback.functional.channel_norm import (
     ChannelStatistics,
     candidate_mse,
     channel_statistics,
     standardize,
     topk_weights,
 )
+from ifid_callback.functional.neighbors import pick_neighbor
 
 
 def _latents(seed=0, b=37, c=4, h=5, w=6):
@@ -40,7 +40,7 @@ def test_statistics_match_direct_per_channel_computation(eps, monkeypatch):
     np.testing.assert_allclose(stats.std.numpy(), std, rtol=1e-12)
     # Flattened rows (as the bank keeps them) with channels given give the same numbers, also
     # when accumulated over many small blocks.
-    monkeypatch.setattr("ifid_callback.functional.standardize._STAT_BLOCK_ELEMENTS", 100)
+    monkeypatch.setattr("ifid_callback.functional.channel_norm._STAT_BLOCK_ELEMENTS", 100)
     rows = channel_statistics(z.reshape(z.shape[0], -1), channels=4, eps=eps)
     np.testing.assert_allclose(rows.mean.numpy(), mean, rtol=1e-12)
     np.testing.assert_allclose(rows.std.numpy(), std, rtol=1e-12)
