@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,11 @@ from ifid_callback.features import InceptionFeatures, feature_dim, resolve_featu
 from ifid_callback.functional import frechet
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
+from ifid_callback.functional.kid import DEFAULT_SUBSET_SIZE, kernel_inception_distances
+from ifid_callback.functional.knn_manifold import precision_recall as manifold_precision_recall
 from ifid_callback.functional.neighbors import pick_neighbor
+from ifid_callback.functional.reconstruction import reconstruction_sums
+from ifid_callback.functional.uncertainty import frechet_influence
 from ifid_callback.index import NeighborIndex
 from ifid_callback.randomness import keyed_generators
 from ifid_callback.vae import VAEAdapter
@@ -42,6 +47,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 _DISTANCES = ("cosine", "sqeuclidean")
 _PICKS = ("uniform", "softmax_mse", "softmax_distance")
+# The sums behind iFID and rFID (one triple per fake set).
+_FID_SUMS = tuple(
+    f"{name}_{part}"
+    for name in ("interp", "recon")
+    for part in ("features_sum", "features_cov_sum", "num_samples")
+)
+# Per-image feature rows (float32) and positions: row i of every set belongs to the same query.
+_ROW_STATES = (
+    "real_feature_rows",
+    "real_row_positions",
+    "interp_feature_rows",
+    "recon_feature_rows",
+)
+# SSIM's 11 x 11 window needs at least this many pixels per side.
+_SSIM_MIN_SIDE = 6
+# Neighbourhood size of the manifold precision and recall (Kynkäänniemi et al.).
+_PR_K = 3
 
 
 def resolve_settings(
@@ -168,6 +190,27 @@ class InterpolatedFID(Metric):
             built; when False, call :meth:`refresh_index` yourself (a training monitor does).
         num_features: dimension d of a custom feature module's output, when the module has no
             ``num_features`` attribute (otherwise found by one forward pass on (1, 3, 64, 64)).
+        uncertainty: also report the sampling standard error of iFID and rFID (``"ifid_std"``,
+            ``"rfid_std"``, FID units): the spread of the number over independent draws of as
+            many query images, from each query's closed-form influence on FID (infinitesimal
+            jackknife, :func:`~ifid_callback.functional.frechet_influence`). Needs >= 3 queries.
+        reconstruction_metrics: with ``compute_rfid``, also report the per-image means of PSNR
+            (dB), SSIM and MSE of the reconstructions ``D(z)`` against the query images
+            (``"psnr"``, ``"ssim"``, ``"mse"``; torchmetrics' definitions, data range
+            ``input_range``), from the decode already done for rFID. SSIM needs images of at
+            least 6 x 6 pixels; smaller images get PSNR and MSE only.
+        kid: also report the Kernel Inception Distance of the interpolants and of the
+            reconstructions (``"ikid"``, ``"rkid"``, torchmetrics' unbiased polynomial-kernel
+            MMD on the same features, subsets of ``min(1000, N)`` rows) and torchmetrics'
+            ``kid_std``, the spread over its 100 subsets (``"ikid_std"``, ``"rkid_std"``; 0 when
+            N <= 1000, where every subset holds all rows; not a standard error).
+        precision_recall: also report the k-NN manifold precision and recall (k = 3) of the
+            decoded interpolants against the real images (``"iprecision"``, ``"irecall"``,
+            fractions in [0, 1]). Needs >= 4 queries.
+
+        ``uncertainty``, ``kid`` and ``precision_recall`` hold each query's real, interpolant and
+        reconstruction feature rows until ``reset()`` (float32, 3 x N x d x 4 bytes: 49 MB for
+        2000 images of 2048-d Inception features); under DDP they are gathered at ``compute``.
 
     Example:
         >>> metric = InterpolatedFID(vae=vae, bank=bank)  # doctest: +SKIP
@@ -204,6 +247,10 @@ class InterpolatedFID(Metric):
         range_tolerance: float = 1e-3,
         auto_refresh_index: bool = True,
         num_features: int | None = None,
+        uncertainty: bool = True,
+        reconstruction_metrics: bool = True,
+        kid: bool = False,
+        precision_recall: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -228,6 +275,17 @@ class InterpolatedFID(Metric):
             raise ValueError(
                 f"reset_real_features must be True or False, got {reset_real_features!r}."
             )
+        extras = {
+            "uncertainty": uncertainty,
+            "reconstruction_metrics": reconstruction_metrics,
+            "kid": kid,
+            "precision_recall": precision_recall,
+        }
+        for name, value in extras.items():
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"{name} must be True or False, got {value!r}; e.g. {name}=False to skip it."
+                )
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"seed must be an int, got {seed!r}; e.g. seed=0.")
         if not float(range_tolerance) >= 0.0:
@@ -259,6 +317,15 @@ class InterpolatedFID(Metric):
         self.seed = int(seed)
         self.range_tolerance = float(range_tolerance)
         self.auto_refresh_index = bool(auto_refresh_index)
+        self.uncertainty = uncertainty
+        self.reconstruction_metrics = reconstruction_metrics
+        self.kid = kid
+        self.precision_recall = precision_recall
+        # Whether per-image feature rows are held (the extras that pair real and fake rows).
+        self._per_image = uncertainty or kid or precision_recall
+        # Real rows kept from an earlier round (or loaded), paired with later rounds by position.
+        self._rows_cached = False
+        self._warned_ssim = False
         # Only for calls without positions (e.g. neighbors() on its own); update() draws every
         # random choice from generators keyed by each query's position.
         self._generator = torch.Generator().manual_seed(self.seed)
@@ -291,8 +358,20 @@ class InterpolatedFID(Metric):
             )
         # Only used without a bank: the queries are their own reference, searched at compute().
         self.add_state("query_latents", [], dist_reduce_fx="cat")
-        # Their positions, which seed each query's random choices (see update()).
+        # Their positions, which seed each query's random choices (see update()); with a bank
+        # only kept for the per-image extras (the positions of the fake rows).
         self.add_state("query_positions", [], dist_reduce_fx="cat")
+        # Per-image rows for the extras, appended in query order on each rank, so the gathered
+        # concatenations stay aligned across the sets ("cat" keeps the rank order for all).
+        for name in _ROW_STATES:
+            self.add_state(name, [], dist_reduce_fx="cat")
+        # Reconstruction scores: sums over images (averaged per image at compute()).
+        for name in ("psnr", "ssim", "mse"):
+            self.add_state(
+                f"recon_{name}_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+            )
+        for name in ("recon_scored", "recon_ssim_scored"):
+            self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         # Keep the feature network's weights out of checkpoints of whatever holds this metric.
         self._register_state_dict_hook(_drop_feature_net_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_feature_net_keys)
@@ -301,7 +380,7 @@ class InterpolatedFID(Metric):
     def settings(self) -> dict[str, Any]:
         """The settings that run (for logs, hparams and JSON reports): preset, interpolation,
         alpha, k, pick, sample_posterior, distance, index, seed, compute_rfid, input_range,
-        reset_real_features and the feature network's name."""
+        reset_real_features, the feature network's name and which extras are reported."""
         return {
             "preset": self.preset,
             "interpolation": self.interpolation,
@@ -316,6 +395,10 @@ class InterpolatedFID(Metric):
             "input_range": list(self.input_range),
             "reset_real_features": self.reset_real_features,
             "feature": _feature_name(self.feature_net),
+            "uncertainty": self.uncertainty,
+            "reconstruction_metrics": self.reconstruction_metrics,
+            "kid": self.kid,
+            "precision_recall": self.precision_recall,
         }
 
     # ------------------------------------------------------------------ torchmetrics API
@@ -348,10 +431,27 @@ class InterpolatedFID(Metric):
                 self._check_latents_fit_bank(images, z)
             # Everything below is computed before any state changes, so a failure leaves it intact.
             new: dict[str, Tensor] = {}
-            if not self._real_cached:
-                new.update(self._feature_sums("real", self._features(images)))
+            rows: dict[str, Tensor] = {}
+            need_rows = self._per_image and not self._rows_cached
+            if not self._real_cached or need_rows:
+                f_real = self._features(images)
+                if not self._real_cached:
+                    new.update(self._feature_sums("real", f_real))
+                if need_rows:
+                    rows["real_feature_rows"] = f_real.to(torch.float32)
+                    rows["real_row_positions"] = positions.to(self.device)
+            channels = images.shape[1]
             if self._self_reference:
+                # The reconstructions need no neighbour: decoded now, with the images at hand
+                # for PSNR/SSIM; the interpolants are decoded at compute().
+                if self.compute_rfid:
+                    sums, fake_rows = self._decode_and_featurize(
+                        z, channels=channels, targets=images
+                    )
+                    new.update(sums)
+                    rows.update(fake_rows)
                 self._accumulate(new)
+                self._append_rows(rows)
                 self.query_latents.append(z.detach().to(torch.float32).reshape(batch, -1))
                 self.query_positions.append(positions.to(self.device))
                 self._latent_shape = tuple(z.shape[1:])
@@ -359,12 +459,15 @@ class InterpolatedFID(Metric):
                 z_nn, _ = self.neighbors(
                     z, exclude=ids, generator=self._generators(positions, "pick")
                 )
-                new.update(
-                    self._decode_and_featurize(
-                        z, z_nn, self._generators(positions, "mask"), images.shape[1]
-                    )
+                sums, fake_rows = self._decode_and_featurize(
+                    z, z_nn, self._generators(positions, "mask"), channels, targets=images
                 )
+                new.update(sums)
+                rows.update(fake_rows)
                 self._accumulate(new)
+                self._append_rows(rows)
+                if self._per_image:
+                    self.query_positions.append(positions.to(self.device))
         # Learned only now that the whole batch went through.
         self._channels = images.shape[1]
         self._queries_seen += batch
@@ -385,23 +488,26 @@ class InterpolatedFID(Metric):
         return keyed_generators(self.seed, positions, stream) if needed else None
 
     def compute(self) -> dict[str, Tensor]:
-        """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}``.
+        """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}`` and
+        the extras that are on.
 
-        Values are float64 scalars (``"rfid"`` only with ``compute_rfid``). Raises when fewer than
-        two images were seen.
+        Keys: ``"ifid"``, ``"rfid"`` (with ``compute_rfid``); ``"ifid_std"``, ``"rfid_std"``
+        (``uncertainty``); ``"psnr"``, ``"ssim"``, ``"mse"`` (``reconstruction_metrics`` with
+        ``compute_rfid``); ``"ikid"``, ``"ikid_std"``, ``"rkid"``, ``"rkid_std"`` (``kid``);
+        ``"iprecision"``, ``"irecall"`` (``precision_recall``). Values are float64 scalars.
+        Raises when fewer than two images were seen (or fewer than an extra needs).
         """
         if int(self.real_num_samples) < 2:
             raise ValueError(
                 f"iFID needs at least 2 query images, got {int(self.real_num_samples)}; call "
                 "update() with more images before compute()."
             )
-        sums = {
-            key: getattr(self, key)
-            for key in self._defaults
-            if key.startswith(("interp_", "recon_"))
-        }
+        sums = {key: getattr(self, key) for key in _FID_SUMS}
+        interp_rows = None
         if self._self_reference:
-            sums = self._compute_self_reference(sums)
+            interp = {key: value for key, value in sums.items() if key.startswith("interp_")}
+            found, interp_rows = self._compute_self_reference(interp)
+            sums.update(found)
         mu_r, sigma_r = gaussian_statistics(
             self.real_features_sum, self.real_features_cov_sum, self.real_num_samples
         )
@@ -421,7 +527,98 @@ class InterpolatedFID(Metric):
                 sums["recon_num_samples"],
             )
             out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c, sqrt_sigma1=root)
+        if self.compute_rfid and self.reconstruction_metrics:
+            out.update(self._reconstruction_means())
+        if self._per_image:
+            extras = self._per_image_extras(interp_rows)
+            out.update({key: value.to(out["ifid"]) for key, value in extras.items()})
         return out
+
+    def _reconstruction_means(self) -> dict[str, Tensor]:
+        """Per-image means of PSNR, SSIM (when every image was scored) and MSE."""
+        count = int(self.recon_scored)
+        if count < 1:
+            return {}
+        out = {"psnr": self.recon_psnr_sum / count}
+        if int(self.recon_ssim_scored) == count:
+            out["ssim"] = self.recon_ssim_sum / count
+        out["mse"] = self.recon_mse_sum / count
+        return out
+
+    def _per_image_extras(self, interp_rows: Tensor | None) -> dict[str, Tensor]:
+        """Standard errors, KID and precision/recall from the paired per-image feature rows."""
+        positions = _cat_state(self.query_positions, torch.long)
+        n = positions.shape[0]
+        if interp_rows is None:
+            interp_rows = _cat_state(self.interp_feature_rows, torch.float32)
+        fakes = {"ifid": interp_rows}
+        if self.compute_rfid:
+            fakes["rfid"] = _cat_state(self.recon_feature_rows, torch.float32)
+        for name, rows in fakes.items():
+            if rows.shape[0] != n:  # an internal invariant: say so rather than misalign
+                raise RuntimeError(
+                    f"{rows.shape[0]} per-image {name} feature rows for {n} queries; the rows of "
+                    "one round are out of step (please report this)."
+                )
+        real = self._aligned_real_rows(positions)
+        real = real.to(torch.float64)
+        fakes = {name: rows.to(real.device, torch.float64) for name, rows in fakes.items()}
+        out: dict[str, Tensor] = {}
+        if self.uncertainty:
+            if n < 3:
+                raise ValueError(
+                    f"The standard errors of iFID/rFID need at least 3 query images, got {n}; "
+                    "evaluate more images or pass uncertainty=False."
+                )
+            for name, result in frechet_influence(real, fakes).items():
+                out[f"{name}_std"] = result.std_error
+        if self.kid:
+            # All subsets hold every row when N <= 1000: one subset gives the same numbers.
+            subsets = 1 if n <= DEFAULT_SUBSET_SIZE else 100
+            kid_fakes = {name[0] + "kid": rows for name, rows in fakes.items()}
+            generator = torch.Generator().manual_seed(self.seed)
+            found = kernel_inception_distances(
+                real, kid_fakes, subsets=subsets, generator=generator
+            )
+            for name, result in found.items():
+                out[name] = result.mean
+                out[f"{name}_std"] = result.std
+        if self.precision_recall:
+            if n <= _PR_K:
+                raise ValueError(
+                    f"Precision and recall (k={_PR_K}) need at least {_PR_K + 1} query images, "
+                    f"got {n}; evaluate more images or pass precision_recall=False."
+                )
+            result = manifold_precision_recall(real, fakes["ifid"], k=_PR_K)
+            out["iprecision"], out["irecall"] = result.precision, result.recall
+        return out
+
+    def _aligned_real_rows(self, positions: Tensor) -> Tensor:
+        """The real feature rows in the order of the fake rows (the queries at ``positions``).
+
+        Rows of this round are paired by construction (appended by the same update calls);
+        rows cached from an earlier round are paired by the queries' positions.
+        """
+        real = _cat_state(self.real_feature_rows, torch.float32)
+        real_positions = _cat_state(self.real_row_positions, torch.long).to(positions.device)
+        n = positions.shape[0]
+        if real_positions.shape == positions.shape and torch.equal(real_positions, positions):
+            return real
+        if self._rows_cached and real.shape[0] == n:
+            order_real, order_fake = real_positions.argsort(), positions.argsort()
+            sorted_real = real_positions[order_real]
+            unique = bool((sorted_real[1:] != sorted_real[:-1]).all())
+            if unique and torch.equal(sorted_real, positions[order_fake]):
+                aligned = torch.empty_like(real)
+                aligned[order_fake.to(real.device)] = real[order_real.to(real.device)]
+                return aligned
+        raise ValueError(
+            f"The real-image feature rows ({real.shape[0]}) are not those of this round's {n} "
+            "queries (the per-image extras pair each query's real and decoded features by its "
+            "position). With reset_real_features=False every round must evaluate the same "
+            "images at the same positions; evaluate the same query set, or pass "
+            "uncertainty=False, kid=False and precision_recall=False."
+        )
 
     def _real_sqrt(self, sigma_r: Tensor) -> Tensor:
         """Square root of the real covariance, recomputed only when that covariance changed.
@@ -438,23 +635,27 @@ class InterpolatedFID(Metric):
         return root
 
     def reset(self) -> None:
-        """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
+        """Clear the accumulated queries (and the per-image rows they hold); real statistics
+        and real rows survive when ``reset_real_features=False``."""
         self._channels = None
         self._queries_seen = 0
         keep_real = not self.reset_real_features and (self._real_cached or self._round_computed)
+        keep_rows = keep_real and self._per_image and (self._rows_cached or self._round_computed)
         self._round_computed = False
         if not keep_real:
             super().reset()
-            self._real_cached = False
+            self._real_cached = self._rows_cached = False
             return
         self._real_cached = True
-        kept = {
-            key: getattr(self, key)
-            for key in ("real_features_sum", "real_features_cov_sum", "real_num_samples")
-        }
+        names = list(self.REAL_STATES)
+        if keep_rows:
+            names += ["real_feature_rows", "real_row_positions"]
+        # Lists are copied: torchmetrics' reset() clears list states in place.
+        kept = {key: _copy_state(getattr(self, key)) for key in names}
         super().reset()
         for key, value in kept.items():
             setattr(self, key, value)
+        self._rows_cached = keep_rows
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Calling the metric accumulates like :meth:`update`; a per-batch FID is not meaningful."""
@@ -463,21 +664,40 @@ class InterpolatedFID(Metric):
     # ------------------------------------------------------------------ real statistics
     REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_num_samples")
 
-    def real_statistics(self) -> dict[str, Tensor]:
+    def real_statistics(self, per_image: bool = False) -> dict[str, Tensor]:
         """Copies of this process's real-image sums: feature sum (d,), outer-product sum (d, d)
-        and count, keyed by state name (what :meth:`load_real_statistics` takes back)."""
-        return {key: getattr(self, key).detach().clone() for key in self.REAL_STATES}
+        and count, keyed by state name (what :meth:`load_real_statistics` takes back).
+
+        With ``per_image`` (for the metric's per-image extras), also this process's real feature
+        rows ``"real_feature_rows"`` (n, d) float32 and their query positions
+        ``"real_row_positions"`` (n,) int64. Sums add over ranks; rows do not: under DDP
+        concatenate the ranks' rows (and positions) instead.
+        """
+        out = {key: getattr(self, key).detach().clone() for key in self.REAL_STATES}
+        if per_image:
+            d = self.num_features
+            out["real_feature_rows"] = _cat_state(self.real_feature_rows, torch.float32, d)
+            out["real_row_positions"] = _cat_state(self.real_row_positions, torch.long)
+            out = {key: value.detach().clone() for key, value in out.items()}
+        return out
 
     def load_real_statistics(self, stats: dict[str, Tensor] | None) -> None:
         """Install real-image sums and mark them cached (later updates skip the real pass).
 
         ``None`` clears them and turns caching off, so the next round recomputes them. Under DDP
         give the global sums to one rank and zeros to the others: states are summed at sync.
+
+        The per-image rows of :meth:`real_statistics` (``per_image=True``) are installed with the
+        sums when present (under DDP: all rows on one rank, ``(0, d)`` and ``(0,)`` tensors on
+        the others, since rows are concatenated at sync). Without them, a metric with per-image
+        extras computes the real rows again in its next round (one pass of the feature network
+        over the real images, the sums staying cached) and keeps them from then on.
         """
         if stats is None:
-            self._real_cached = self._round_computed = False
+            self._real_cached = self._round_computed = self._rows_cached = False
             for key in self.REAL_STATES:
                 setattr(self, key, torch.zeros_like(getattr(self, key)))
+            self.real_feature_rows, self.real_row_positions = [], []
             return
         missing = set(self.REAL_STATES) - set(stats)
         if missing:
@@ -494,9 +714,43 @@ class InterpolatedFID(Metric):
                     "statistics come from a feature network of another dimension; load statistics "
                     "computed with this metric's feature network."
                 )
+        rows = self._check_real_rows(stats)
         for key, value in values.items():
             setattr(self, key, value.to(self.device, getattr(self, key).dtype))
         self._real_cached = True
+        if rows is None or not self._per_image:
+            self.real_feature_rows, self.real_row_positions = [], []
+            self._rows_cached = False
+        else:
+            self.real_feature_rows = [rows[0].to(self.device, torch.float32)]
+            self.real_row_positions = [rows[1].to(self.device, torch.long)]
+            self._rows_cached = True
+
+    def _check_real_rows(self, stats: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
+        """The (rows, positions) pair in ``stats``, validated; None when absent."""
+        present = [key for key in ("real_feature_rows", "real_row_positions") if key in stats]
+        if not present:
+            return None
+        if len(present) != 2:
+            raise ValueError(
+                "real statistics hold only one of 'real_feature_rows' and 'real_row_positions'; "
+                "pass both (real_statistics(per_image=True)) or neither."
+            )
+        rows = torch.as_tensor(stats["real_feature_rows"])
+        positions = torch.as_tensor(stats["real_row_positions"])
+        if rows.ndim != 2 or rows.shape[1] != self.num_features:
+            raise ValueError(
+                f"real_feature_rows has shape {tuple(rows.shape)}, expected (n, "
+                f"{self.num_features}); load rows computed with this metric's feature network."
+            )
+        if positions.shape != (rows.shape[0],) or positions.is_floating_point():
+            raise ValueError(
+                f"real_row_positions must be ({rows.shape[0]},) integers (one per row), got "
+                f"{tuple(positions.shape)} {positions.dtype}."
+            )
+        if not bool(torch.isfinite(rows).all()):
+            raise ValueError("real_feature_rows contains NaN or Inf.")
+        return rows, positions
 
     # ------------------------------------------------------------------ neighbours
     def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> None:
@@ -743,17 +997,71 @@ class InterpolatedFID(Metric):
         return f.to(torch.float64)
 
     def _decode_and_featurize(
-        self, z: Tensor, z_nn: Tensor, generator: Any, channels: int | None = None
-    ) -> dict[str, Tensor]:
-        """Decode [z, interpolant] in one call, extract features in one pass, return the sums."""
-        z_hat = interpolate(z, z_nn, self.interpolation, self.alpha, generator=generator)
+        self,
+        z: Tensor,
+        z_nn: Tensor | None = None,
+        generator: Any = None,
+        channels: int | None = None,
+        targets: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Decode the interpolants (with ``z_nn``) and, with ``targets`` (the query images) and
+        ``compute_rfid``, the reconstructions, in one call; extract features in one pass.
+
+        Returns the sums to add to the states and the per-image rows to append (features of the
+        extras, float32).
+        """
         batch = z.shape[0]
-        latents = torch.cat([z, z_hat]) if self.compute_rfid else z_hat
-        feats = self._features(self._decode(latents, channels))
-        sums = self._feature_sums("interp", feats[-batch:])
-        if self.compute_rfid:
+        with_recon = targets is not None and self.compute_rfid
+        latents = [z] if with_recon else []
+        if z_nn is not None:
+            latents.append(
+                interpolate(z, z_nn, self.interpolation, self.alpha, generator=generator)
+            )
+        decoded = self._decode(torch.cat(latents) if len(latents) > 1 else latents[0], channels)
+        feats = self._features(decoded)
+        sums: dict[str, Tensor] = {}
+        rows: dict[str, Tensor] = {}
+        if z_nn is not None:
+            sums.update(self._feature_sums("interp", feats[-batch:]))
+            if self._per_image:
+                rows["interp_feature_rows"] = feats[-batch:].to(torch.float32)
+        if with_recon:
             sums.update(self._feature_sums("recon", feats[:batch]))
-        return sums
+            if self._per_image:
+                rows["recon_feature_rows"] = feats[:batch].to(torch.float32)
+            if self.reconstruction_metrics:
+                sums.update(self._reconstruction_scores(decoded[:batch], targets))
+        return sums, rows
+
+    def _reconstruction_scores(self, recon: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Sums of per-image PSNR, SSIM and MSE of one batch (torchmetrics' definitions)."""
+        low, high = self.input_range
+        # Images may stray range_tolerance outside input_range: score them as shown (clamped).
+        targets = targets.detach().clamp(low, high)
+        with_ssim = min(targets.shape[-2:]) >= _SSIM_MIN_SIDE
+        if not with_ssim and not self._warned_ssim:
+            self._warned_ssim = True
+            warnings.warn(
+                f"SSIM needs images of at least {_SSIM_MIN_SIDE}x{_SSIM_MIN_SIDE} pixels, got "
+                f"{tuple(targets.shape[-2:])}: only PSNR and MSE are reported.",
+                UserWarning,
+                stacklevel=4,
+            )
+        found = reconstruction_sums(
+            recon.to(targets.dtype), targets, self.input_range, ssim=with_ssim
+        )
+        count = found.count.to(self.device)
+        return {
+            "recon_psnr_sum": found.psnr,
+            "recon_ssim_sum": found.ssim if with_ssim else torch.zeros_like(found.psnr),
+            "recon_mse_sum": found.mse,
+            "recon_scored": count,
+            "recon_ssim_scored": count if with_ssim else torch.zeros_like(count),
+        }
+
+    def _append_rows(self, rows: dict[str, Tensor]) -> None:
+        for key, value in rows.items():
+            getattr(self, key).append(value.detach().to(self.device))
 
     @staticmethod
     def _feature_sums(name: str, f: Tensor) -> dict[str, Tensor]:
@@ -767,8 +1075,14 @@ class InterpolatedFID(Metric):
         for key, value in new.items():
             setattr(self, key, getattr(self, key) + value.to(self.device))
 
-    def _compute_self_reference(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
-        """bank=None: search all queries among all queries (self excluded), sharded over ranks."""
+    def _compute_self_reference(
+        self, sums: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """bank=None: search all queries among all queries (self excluded), sharded over ranks.
+
+        Returns the interpolants' sums and, with the per-image extras, their (N, d) float32
+        feature rows in the order of the (gathered) queries.
+        """
         latents = self.query_latents
         if isinstance(latents, list):
             latents = torch.cat(latents) if latents else torch.empty(0)
@@ -795,12 +1109,16 @@ class InterpolatedFID(Metric):
         positions: Tensor,
         shape: tuple[int, ...],
         sums: dict[str, Tensor],
-    ) -> dict[str, Tensor]:
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
         n = latents.shape[0]
         self.refresh_index(latents, ids)
         world, rank = world_and_rank() if self._is_synced else (1, 0)
         chunk = 64
         partial = {key: torch.zeros_like(value) for key, value in sums.items()}
+        rows = None
+        if self._per_image:
+            # Each rank fills its chunks' rows; the others stay 0, so a sum over ranks is exact.
+            rows = torch.zeros(n, self.num_features, dtype=torch.float32, device=self.device)
         # Chunk c goes to rank c % world; each query's random choices come from its position,
         # so the results depend neither on the world size nor on the order of the gathered rows.
         for c, start in enumerate(range(0, n, chunk)):
@@ -812,11 +1130,16 @@ class InterpolatedFID(Metric):
                 z, exclude=ids[start : start + chunk], generator=self._generators(part, "pick")
             )
             mask = self._generators(part, "mask")
-            for key, value in self._decode_and_featurize(z, z_nn, mask).items():
+            found, found_rows = self._decode_and_featurize(z, z_nn, mask)
+            for key, value in found.items():
                 partial[key] = partial[key] + value.to(partial[key].device)
+            if rows is not None:
+                rows[start : start + z.shape[0]] = found_rows["interp_feature_rows"]
         if world > 1:
             partial = {key: all_reduce_sum(value) for key, value in partial.items()}
-        return partial
+            if rows is not None:
+                rows = all_reduce_sum(rows)
+        return partial, rows
 
 
 def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]:
@@ -829,6 +1152,19 @@ def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]
         return vectors[pos.to(vectors.device)]
 
     return lookup
+
+
+def _cat_state(state: Any, dtype: torch.dtype, dim: int | None = None) -> Tensor:
+    """A ``"cat"`` list state as one tensor (a list before sync, a tensor after)."""
+    if isinstance(state, Tensor):
+        return state
+    if state:
+        return torch.cat(state)
+    return torch.empty((0,) if dim is None else (0, dim), dtype=dtype)
+
+
+def _copy_state(state: Any) -> Any:
+    return list(state) if isinstance(state, list) else state
 
 
 def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:

@@ -161,7 +161,7 @@ def test_compute_rfid_false_decodes_only_interpolants():
         compute_rfid=False,
     )
     metric.update(smooth_images(10, seed=14))
-    assert decoded == [10] and set(metric.compute()) == {"ifid"}
+    assert decoded == [10] and set(metric.compute()) == {"ifid", "ifid_std"}
     metric2 = InterpolatedFID(
         encoder=encode, decoder=counting_decode, feature=RandomFeatures(IN_DIM), bank=bank
     )
