@@ -64,6 +64,27 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         "check a set-up quickly (its numbers are not FID)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of all random choices (default: 0)")
+    x = p.add_argument_group("extras (computed from the same pass)")
+    x.add_argument(
+        "--no-uncertainty",
+        action="store_true",
+        help="skip the standard errors of iFID and rFID (ifid_std, rfid_std)",
+    )
+    x.add_argument(
+        "--no-reconstruction-metrics",
+        action="store_true",
+        help="skip PSNR, SSIM and MSE of the reconstructions (psnr, ssim, mse)",
+    )
+    x.add_argument(
+        "--kid",
+        action="store_true",
+        help="also KID of the interpolants and reconstructions (ikid, rkid and their subset spread)",
+    )
+    x.add_argument(
+        "--precision-recall",
+        action="store_true",
+        help="also k-NN precision and recall (k=3) of the interpolants (iprecision, irecall)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +221,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         preset=args.preset,
         sample_posterior=args.sample_posterior,
         seed=args.seed,
+        uncertainty=not args.no_uncertainty,
+        reconstruction_metrics=not args.no_reconstruction_metrics,
+        kid=args.kid,
+        precision_recall=args.precision_recall,
         device=device,
         progress=not args.no_progress,
         exclude_self=args.exclude_self,
@@ -218,6 +243,29 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         **settings,
     )
     return result
+
+
+def summary_line(result: dict) -> str:
+    """iFID and rFID (each +- its standard error when reported) and the extras, on one line."""
+
+    def fid(name: str, label: str) -> str:
+        std = result.get(f"{name}_std")
+        return f"{label} {result[name]:.3f}" + (f" +- {std:.3f}" if std is not None else "")
+
+    parts = [fid("ifid", "iFID"), fid("rfid", "rFID")]
+    labels = {
+        "psnr": ("PSNR", ".2f", " dB"),
+        "ssim": ("SSIM", ".4f", ""),
+        "mse": ("MSE", ".5f", ""),
+        "ikid": ("iKID", ".5f", ""),
+        "rkid": ("rKID", ".5f", ""),
+        "iprecision": ("iPrecision", ".3f", ""),
+        "irecall": ("iRecall", ".3f", ""),
+    }
+    for key, (label, spec, unit) in labels.items():
+        if key in result:
+            parts.append(f"{label} {result[key]:{spec}}{unit}")
+    return "  ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,8 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ifid eval: error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"iFID {result['ifid']:.3f}  rFID {result['rfid']:.3f}  "
-        f"({result['num_images']} images, bank of {result['bank_size']} latents)"
+        f"{summary_line(result)}  ({result['num_images']} images, bank of {result['bank_size']} latents)"
     )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -72,11 +72,15 @@ def evaluate_vae(
         device: where the metric runs (default: the VAE's device, else CPU).
         progress: show tqdm progress bars.
         **metric_kwargs: passed to :class:`InterpolatedFID` (feature, interpolation, alpha, k,
-            index, preset, seed, ...).
+            index, preset, seed, uncertainty, reconstruction_metrics, kid, precision_recall, ...).
 
     Returns:
-        ``{"ifid", "rfid", "num_images", "bank_size", "self_matches", "exclude_self"}``:
-        ``self_matches`` counts the queries whose pixels are also in the reference set.
+        Every number the metric computes (``"ifid"``, ``"rfid"`` and the extras that are on:
+        ``"ifid_std"``, ``"rfid_std"``, ``"psnr"``, ``"ssim"``, ``"mse"`` by default;
+        ``"ikid"``, ``"rkid"``, ... with ``kid=True``; ``"iprecision"``, ``"irecall"`` with
+        ``precision_recall=True``), and ``"num_images"``, ``"bank_size"``, ``"self_matches"``,
+        ``"exclude_self"``: ``self_matches`` counts the queries whose pixels are also in the
+        reference set.
 
     Raises:
         ValueError: the reference set contains query images and ``exclude_self`` is False.
