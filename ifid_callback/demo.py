@@ -5,7 +5,8 @@ installed packages (:class:`~ifid_callback.data.EmbeddedPatches`), or the images
 with ``--data``. The Lightning ``IFIDCallback`` keeps a rolling bank of the training latents and,
 at every validation, logs ``val/ifid`` and ``val/rfid`` (standard Inception FID, offline weights)
 and an interpolation grid to TensorBoard; ``ModelCheckpoint(monitor="val/ifid", mode="min")``
-keeps the best checkpoint. At the end a table of step, loss, rFID and iFID is printed.
+keeps the best checkpoint. At the end a table of step, loss, rFID, iFID with its standard error and
+PSNR is printed, with the early-stopping ``min_delta`` those standard errors recommend.
 
 Run it with ``ifid demo`` (``--help`` lists the options) or ``python -m ifid_callback.demo``.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "format_table",
     "load_feature",
     "main",
+    "min_delta_advice",
     "smoke_features",
 ]
 
@@ -161,11 +163,14 @@ def _build_lightning_classes() -> dict[str, type]:
             return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.0)
 
     class TableRecorder(pl.Callback):
-        """Rows of (step, mean training loss since the last row, val loss, rFID, iFID, seconds
-        spent in that validation)."""
+        """Rows of (step, mean training loss since the last row, val loss, rFID, iFID and its
+        standard error, PSNR, seconds spent in that validation)."""
 
         def __init__(self, ifid_key: str = "val/ifid", rfid_key: str = "val/rfid") -> None:
             self.ifid_key, self.rfid_key = ifid_key, rfid_key
+            prefix = ifid_key.rpartition("/")[0]
+            self.std_key = f"{ifid_key}_std"
+            self.psnr_key = f"{prefix}/psnr" if prefix else "psnr"
             self.rows: list[dict[str, float]] = []
             self._loss_sum, self._loss_count = 0.0, 0
             self._val_start = time.perf_counter()
@@ -194,6 +199,8 @@ def _build_lightning_classes() -> dict[str, type]:
                     "val_loss": get("val/loss"),
                     "rfid": get(self.rfid_key),
                     "ifid": get(self.ifid_key),
+                    "ifid_std": get(self.std_key),
+                    "psnr": get(self.psnr_key),
                     "eval_seconds": time.perf_counter() - self._val_start,
                 }
             )
@@ -390,22 +397,45 @@ def format_table(rows: Sequence[dict[str, float]], best_step: int | None = None)
 
     Args:
         rows: dicts with ``step``, ``loss`` (mean training loss since the previous row),
-            ``val_loss``, ``rfid``, ``ifid`` and optionally ``eval_seconds`` (wall time of the
-            validation, Inception included).
+            ``val_loss``, ``rfid``, ``ifid`` and optionally ``ifid_std`` (its standard error,
+            shown as +-), ``psnr`` (dB) and ``eval_seconds`` (wall time of the validation,
+            Inception included).
         best_step: the row to mark as the best checkpoint.
     """
     lines = [
-        f"{'step':>6}  {'train loss':>10}  {'val loss':>9}  {'rFID':>8}  {'iFID':>8}  {'eval s':>6}",
-        f"{'-' * 6}  {'-' * 10}  {'-' * 9}  {'-' * 8}  {'-' * 8}  {'-' * 6}",
+        f"{'step':>6}  {'train loss':>10}  {'val loss':>9}  {'rFID':>8}  {'iFID +- SE':>15}  "
+        f"{'PSNR dB':>7}  {'eval s':>6}",
+        f"{'-' * 6}  {'-' * 10}  {'-' * 9}  {'-' * 8}  {'-' * 15}  {'-' * 7}  {'-' * 6}",
     ]
     for row in rows:
         mark = "  <- best val/ifid" if best_step is not None and row["step"] == best_step else ""
+        ifid = f"{row['ifid']:.2f} +- {row.get('ifid_std', math.nan):.2f}"
         lines.append(
             f"{int(row['step']):>6}  {row['loss']:>10.4f}  {row['val_loss']:>9.4f}  "
-            f"{row['rfid']:>8.2f}  {row['ifid']:>8.2f}  {row.get('eval_seconds', math.nan):>6.0f}"
-            f"{mark}"
+            f"{row['rfid']:>8.2f}  {ifid:>15}  {row.get('psnr', math.nan):>7.2f}  "
+            f"{row.get('eval_seconds', math.nan):>6.0f}{mark}"
         )
     return "\n".join(lines)
+
+
+def min_delta_advice(rows: Sequence[dict[str, float]]) -> str | None:
+    """A line recommending an early-stopping ``min_delta`` for val/ifid from the rows' standard
+    errors (:func:`~ifid_callback.functional.recommend_min_delta`), or None without them."""
+    from ifid_callback.functional import recommend_min_delta
+
+    pairs = [
+        (row["ifid"], row["ifid_std"])
+        for row in rows
+        if math.isfinite(row.get("ifid", math.nan)) and math.isfinite(row.get("ifid_std", math.nan))
+    ]
+    if not pairs:
+        return None
+    delta = recommend_min_delta(pairs)
+    return (
+        f"iFID differences below {delta:.2f} are within the sampling noise of these evaluations "
+        f"(2 sqrt(2) x the median SE): early-stop with EarlyStopping(monitor='val/ifid', "
+        f"mode='min', min_delta={delta:.2f})."
+    )
 
 
 class _DropAdvert(logging.Filter):
@@ -512,6 +542,9 @@ def _run(args: argparse.Namespace) -> int:
             "upwards: compare the rows with each other, not with published FIDs."
         )
     print(format_table(table.rows, best_step))
+    advice = min_delta_advice(table.rows)
+    if advice is not None:
+        print(advice)
     print()
     if checkpoint.best_model_path:
         print(

@@ -345,6 +345,9 @@ def test_format_table_marks_the_best_row():
         {"step": 20, "loss": 0.3, "val_loss": 0.2, "rfid": 150.0, "ifid": 160.5, "eval_seconds": 3},
     ]
     table = format_table(rows, best_step=20).splitlines()
-    assert table[0].split() == ["step", "train", "loss", "val", "loss", "rFID", "iFID", "eval", "s"]
+    assert table[0].split() == [
+        *("step", "train", "loss", "val", "loss", "rFID", "iFID", "+-", "SE", "PSNR", "dB"),
+        *("eval", "s"),
+    ]
     assert table[3].endswith("<- best val/ifid") and "160.50" in table[3]
     assert "best" not in table[2]
