@@ -12,7 +12,17 @@ Features: the standard Inception runs at ~5 images/s on a small CPU, too slow fo
 checkpoints, so part 2 uses a fixed random convolutional feature network (64-d). The
 comparison is between two banks under the same features, which is what part 2 measures.
 
-Run: ``python bench/bench_monitor.py`` (``--quick`` for a shorter run).
+3. Cost of the evaluation extras: one evaluation (``reset``, ``update`` over the evaluation
+   images, ``compute``; real statistics cached, as in every evaluation after the first) with
+   each extra on, as a ratio to the plain iFID+rFID evaluation (all extras off): the defaults
+   (standard errors + PSNR/SSIM/MSE), each of them alone, precision/recall and KID. Measured
+   with the 64-d stand-in features (a cheap feature pass: the worst case for the ratios), then
+   the extras' added seconds with 2048-d stand-in features (Inception's dimension, where the
+   per-image extras cost most) against the plain evaluation with the standard Inception, timed
+   per image on a few batches and scaled to N (its cost is linear in N).
+
+Run: ``python bench/bench_monitor.py`` (``--quick`` for a shorter run; ``--part 3`` for the
+extras only).
 """
 
 from __future__ import annotations
@@ -30,13 +40,14 @@ from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
 
 
 class RandomConvFeatures(nn.Module):
-    """Fixed random conv net: (B, 3, H, W) images -> (B, 64) features (a stand-in for Inception)."""
+    """Fixed random conv net: (B, 3, H, W) images -> (B, d) features (a stand-in for Inception)."""
 
     num_features = 64
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, num_features: int = 64) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
+        self.num_features = num_features
         self.net = nn.Sequential(
             nn.Conv2d(3, 32, 3, stride=2, padding=1),
             nn.ReLU(),
@@ -44,7 +55,7 @@ class RandomConvFeatures(nn.Module):
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(2),
             nn.Flatten(),
-            nn.Linear(256, 64),
+            nn.Linear(256, num_features),
         )
         for p in self.net.parameters():
             p.data = torch.randn(p.shape, generator=g) * (1.0 / max(1, p[0].numel()) ** 0.5)
@@ -174,21 +185,126 @@ def bench_rolling_vs_exact(
         print(f"Spearman over the later half of the checkpoints only: {rho_late:.4f}")
 
 
+# Extras configurations of part 3: InterpolatedFID options on top of the plain evaluation.
+_PLAIN = {"uncertainty": False, "reconstruction_metrics": False}
+EXTRAS = {
+    "plain iFID+rFID": {},
+    "defaults (SE + PSNR/SSIM/MSE)": {"uncertainty": True, "reconstruction_metrics": True},
+    "+ noise estimate (SE) only": {"uncertainty": True},
+    "+ PSNR/SSIM/MSE only": {"reconstruction_metrics": True},
+    "+ precision/recall": {"precision_recall": True},
+    "+ KID": {"kid": True},
+}
+
+
+def _evaluation_seconds(
+    vae: nn.Module, bank, eval_images: torch.Tensor, feature: nn.Module, options, repeats: int
+) -> float:
+    """Median seconds of one evaluation with real statistics cached (reset, updates, compute)."""
+    from ifid_callback.metric import InterpolatedFID
+
+    metric = InterpolatedFID(
+        vae=vae, feature=feature, bank=bank, reset_real_features=False, **{**_PLAIN, **options}
+    )
+
+    def run() -> None:
+        metric.reset()
+        for start in range(0, eval_images.shape[0], 128):
+            positions = torch.arange(start, min(start + 128, eval_images.shape[0]))
+            metric.update(eval_images[start : start + 128], positions=positions)
+        metric.compute()
+
+    with torch.no_grad():
+        run()  # the first evaluation computes (and caches) the real statistics
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_extras(train: torch.Tensor, eval_images: torch.Tensor, repeats: int) -> None:
+    from ifid_callback.bank import LatentBank
+
+    torch.manual_seed(0)
+    vae = TinyVAE(TinyVAEConfig()).eval()  # the demo configuration (base_channels=32)
+    bank = LatentBank(capacity=2048)
+    with torch.no_grad():
+        for chunk in train[:2048].split(256):
+            bank.add(vae.encode(chunk).mean)
+    n = eval_images.shape[0]
+    print(
+        f"\n== 3. evaluation cost of the extras (TinyVAE base 32, {n} eval images 32x32, bank "
+        f"{len(bank)}, real statistics cached; median of {repeats}) =="
+    )
+    for dim in (64, 2048):
+        feature = RandomConvFeatures(num_features=dim)
+        seconds = {
+            name: _evaluation_seconds(vae, bank, eval_images, feature, options, repeats)
+            for name, options in EXTRAS.items()
+        }
+        plain = seconds["plain iFID+rFID"]
+        print(f"stand-in features, d = {dim}: plain evaluation {plain:.3f} s")
+        for name, value in seconds.items():
+            print(
+                f"  {name:32s} {value:7.3f} s  ratio {value / plain:5.3f}  (+{value - plain:.3f} s)"
+            )
+        if dim == 2048:
+            added = {name: value - plain for name, value in seconds.items()}
+    # The standard Inception: a plain evaluation passes 2N decodes through it (real cached).
+    try:
+        from ifid_callback.features import InceptionFeatures
+
+        inception = InceptionFeatures()
+    except Exception as err:  # no offline weights here
+        print(f"(standard Inception unavailable: {err}; skipping the Inception-scale ratios)")
+        return
+    x = eval_images[:16]
+    with torch.no_grad():
+        inception(x)  # warm-up
+        t0 = time.perf_counter()
+        inception(torch.cat([x, x]))
+        per_image = (time.perf_counter() - t0) / (2 * x.shape[0])
+    plain_inception = 2 * n * per_image + seconds["plain iFID+rFID"]
+    print(
+        f"standard Inception: {per_image * 1e3:.0f} ms per image here, so a plain evaluation of "
+        f"{n} images costs ~{plain_inception:.1f} s (2N decodes through Inception + the rest)"
+    )
+    for name, extra in added.items():
+        if name != "plain iFID+rFID":
+            print(
+                f"  {name:32s} +{extra:.3f} s (d = 2048)  ratio "
+                f"{(plain_inception + extra) / plain_inception:5.3f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument(
+        "--part", type=int, choices=(1, 2, 3), default=None, help="run only this part"
+    )
+    parser.add_argument("--eval-images", type=int, default=512, help="evaluation images of part 3")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train, eval_images, name = _data(4096, 256)
     print(f"data: {name}, train {tuple(train.shape)}, eval {tuple(eval_images.shape)}")
-    bench_overhead(train, eval_images, steps=30 if args.quick else 100)
-    bench_rolling_vs_exact(
-        train,
-        eval_images,
-        steps=60 if args.quick else 300,
-        every=10 if args.quick else 30,
-        capacity=1024,
-    )
+    if args.part in (None, 1):
+        bench_overhead(train, eval_images, steps=30 if args.quick else 100)
+    if args.part in (None, 2):
+        bench_rolling_vs_exact(
+            train,
+            eval_images,
+            steps=60 if args.quick else 300,
+            every=10 if args.quick else 30,
+            capacity=1024,
+        )
+    if args.part in (None, 3):
+        extras_eval = eval_images
+        if args.eval_images != eval_images.shape[0]:
+            extras_eval = _data(4096, args.eval_images)[1]
+        bench_extras(train, extras_eval, repeats=1 if args.quick else 3)
 
 
 if __name__ == "__main__":
