@@ -150,7 +150,10 @@ class InterpolatedFID(Metric):
 
     States are float64 feature sums, outer-product sums and counts (``dist_reduce_fx="sum"``), so
     DDP synchronisation is exact and memory is constant in the number of images; each rank
-    processes only its own queries. The feature network is not part of ``state_dict``.
+    processes only its own queries. The standard errors, KID and precision/recall also hold each
+    query's feature rows until ``reset()`` (``"cat"`` states, gathered in the same rank order
+    for every set, so row i of each set belongs to the same query). The feature network is not
+    part of ``state_dict``.
 
     Args:
         encoder: callable images (B, C, H, W) -> latents or a posterior (see :class:`VAEAdapter`).
