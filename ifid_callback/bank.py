@@ -65,8 +65,34 @@ class LatentBank:
         self._size = 0
         self._cursor = 0
         self._next_id = 0
-        # Bumped on every change, so an index built from the bank knows when it is stale.
+        # Number of changes so far, for display only: a new or restored bank can repeat it.
         self.version = 0
+        # Identities of the contents (see `token` and `lineage`): fresh objects, compared with `is`.
+        self._token = object()
+        self._lineage = object()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def token(self) -> object:
+        """Identity of the bank's current contents, to compare with ``is``.
+
+        A new object after every change (``add``, ``clear``, ``load_state_dict``) and in every new
+        bank, so it can never equal the token of other contents while anyone holds it: a cache
+        built from the bank is valid exactly while ``cached_token is bank.token``.
+        """
+        return self._token
+
+    @property
+    def lineage(self) -> object:
+        """Like :attr:`token`, but kept by ``add``: replaced only when the contents are replaced
+        wholesale (``clear``, ``load_state_dict``) and in every new bank."""
+        return self._lineage
+
+    def _changed(self, replaced: bool = False) -> None:
+        self.version += 1
+        self._token = object()
+        if replaced:
+            self._lineage = object()
 
     # ------------------------------------------------------------------ contents
     def __len__(self) -> int:
@@ -165,7 +191,7 @@ class LatentBank:
         self._size = min(self.capacity, self._size + n)
         if ids is None:
             self._next_id += batch
-        self.version += 1
+        self._changed()
         return new_ids
 
     def clear(self) -> None:
@@ -173,7 +199,7 @@ class LatentBank:
         self.latent_shape = None
         self._vectors = self._ids = None
         self._size = self._cursor = 0
-        self.version += 1
+        self._changed(replaced=True)
 
     # ------------------------------------------------------------------ distributed
     def gather(self) -> tuple[Tensor, Tensor]:
@@ -236,6 +262,7 @@ class LatentBank:
             fresh.add(vectors.reshape(len(ids), *(shape or [vectors.shape[1]])), ids=ids)
         fresh._next_id = int(state.get("next_id", len(ids)))
         fresh.version = int(state.get("version", 0)) + 1
+        # `fresh` brings new token and lineage objects: nothing built from the old rows matches.
         self.__dict__.update(fresh.__dict__)
 
     def _insertion_order(self) -> Tensor:

@@ -139,8 +139,6 @@ class InterpolatedFID(Metric):
             distance = "sqeuclidean" if interpolation == "linear" else "cosine"
         if distance not in _DISTANCES:
             raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
-        if bank is not None and not isinstance(bank, LatentBank):
-            raise TypeError(f"bank must be a LatentBank or None, got {type(bank).__name__}.")
         low, high = (float(v) for v in input_range)
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}.")
@@ -169,7 +167,6 @@ class InterpolatedFID(Metric):
         self._channels: int | None = None
         self._real_cached = False
         self._index: NeighborIndex | None = None
-        self._index_version = -1
         # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
         self._lookup: Callable[[Tensor], Tensor] | None = None
         self._external_reference = False
@@ -315,12 +312,29 @@ class InterpolatedFID(Metric):
         self._real_cached = True
 
     # ------------------------------------------------------------------ neighbours
+    @property
+    def bank(self) -> LatentBank | None:
+        """The reference bank; assigning another one drops the index built from the previous."""
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: LatentBank | None) -> None:
+        if bank is not None and not isinstance(bank, LatentBank):
+            raise TypeError(f"bank must be a LatentBank or None, got {type(bank).__name__}.")
+        if bank is not getattr(self, "_bank", None):
+            self._index = None
+            self._index_source = None
+        self._bank = bank
+
     def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> None:
         """(Re)build the neighbour index from the bank, or from given (N, D) vectors and ids.
 
         The index keeps its own snapshot of the reference rows, so later bank insertions do not
-        change what a built index returns until the next refresh.
+        change what a built index returns until the next refresh (with ``auto_refresh_index`` the
+        next search refreshes it). An index built from the bank is always rebuilt once the metric
+        holds another bank, or once its bank was cleared or restored (``load_state_dict``).
         """
+        source = None
         if vectors is None:
             if self.bank is None:
                 raise ValueError("This metric has no bank; pass vectors= to refresh_index().")
@@ -330,17 +344,26 @@ class InterpolatedFID(Metric):
                     "before evaluating iFID."
                 )
             vectors, ids = self.bank.vectors.clone(), self.bank.ids.clone()
-            version = self.bank.version
-        else:
-            version = -1
-            if ids is None:
-                ids = torch.arange(vectors.shape[0], device=vectors.device)
+            source = (self.bank, self.bank.lineage, self.bank.token)
+        elif ids is None:
+            ids = torch.arange(vectors.shape[0], device=vectors.device)
         if vectors.shape[0] < 1:
             raise ValueError("The reference set is empty; add latents first.")
         index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
         index.build(vectors, ids)
-        self._index, self._index_version = index, version
+        self._index, self._index_source = index, source
         self._lookup = _snapshot_lookup(vectors, ids)
+
+    def _index_is_stale(self) -> bool:
+        """Whether the index must be rebuilt from the bank before the next search."""
+        if self._index is None:
+            return True
+        if self._index_source is None:  # built from given vectors: kept until the next refresh
+            return False
+        bank, lineage, token = self._index_source
+        if bank is not self.bank or lineage is not bank.lineage:
+            return True  # another bank, or this one cleared or restored
+        return self.auto_refresh_index and token is not bank.token
 
     def set_reference(self, index: NeighborIndex, lookup: Callable[[Tensor], Tensor]) -> None:
         """Use a prebuilt index (e.g. ``NeighborIndex.build_streaming`` over a reference set too
@@ -357,7 +380,7 @@ class InterpolatedFID(Metric):
             raise TypeError("lookup must be callable: ids (B,) -> latents (B, ...).")
         if self.bank is not None:
             raise ValueError("This metric has a bank; set_reference replaces it: pass bank=None.")
-        self._index, self._index_version, self._lookup = index, -1, lookup
+        self._index, self._index_source, self._lookup = index, None, lookup
         self._external_reference = True
 
     @property
@@ -378,10 +401,7 @@ class InterpolatedFID(Metric):
         Returns:
             ``(z_nn, ids)``: neighbour latents shaped and typed like ``z``, and their (B,) ids.
         """
-        if self.bank is not None and (
-            self._index is None
-            or (self.auto_refresh_index and self._index_version != self.bank.version)
-        ):
+        if self.bank is not None and self._index_is_stale():
             if len(self.bank) == 0:
                 raise ValueError(
                     "The latent bank is empty: add reference latents with bank.add(latents) "
