@@ -107,6 +107,10 @@ def _check_ids(ids: object, n: int) -> Tensor:
 class NeighborIndex:
     """Nearest-neighbour index over (N, D) vectors with int64 ids.
 
+    Rows are addressed by position: :meth:`search_rows` returns positions 0..N-1 into the
+    vectors the index was built from (in build or arrival order), and :meth:`ids_of` maps them to
+    their ids. Ids are labels (they may repeat); a position names exactly one row.
+
     Args:
         index: ``"auto"`` (exact for small banks, IVF-SQ8 for large ones; see AUTO_EXACT_MAX_ROWS),
             ``"exact"`` (torch chunked matmul on the vectors' device), ``"flat"`` (faiss exact),
@@ -174,8 +178,7 @@ class NeighborIndex:
         self._n = 0
         self._vectors: Tensor | None = None  # exact: the stored vectors
         self._ids: Tensor | None = None  # ids by position (None: ids are positions 0..N-1)
-        self._faiss_index: Any = None
-        self._ids_in_faiss = False  # IVF stores our ids itself
+        self._faiss_index: Any = None  # labels are positions 0..N-1
         self._gpu = False
         self._faiss_bytes = 0
 
@@ -343,15 +346,13 @@ class NeighborIndex:
         index: Any,
         gpu: bool,
         ids: Tensor | None,
-        ids_in_faiss: bool,
         vectors: Tensor | None,
         fixed: tuple[int, int],
     ) -> None:
         self._reset()
         self._kind, self._dim, self._n = kind, dim, n
         self._faiss_index, self._gpu, self._vectors = index, gpu, vectors
-        self._ids_in_faiss = ids_in_faiss
-        self._ids = None if ids_in_faiss else ids
+        self._ids = ids
         self._faiss_bytes = fixed[0] + fixed[1] * n
 
     def build(self, vectors: Tensor, ids: Tensor | None = None) -> NeighborIndex:
@@ -372,14 +373,14 @@ class NeighborIndex:
             stored = vectors.detach().to(target)
             if ids is not None:
                 ids = ids.to(target)
-            self._finish(kind, dim, n, None, False, ids, False, stored, (0, 0))
+            self._finish(kind, dim, n, None, False, ids, stored, (0, 0))
             return self
         train = self._train_sample(vectors)
-        index, gpu, ids_in_faiss, fixed = self._new_faiss(kind, dim, train, target.type == "cuda")
+        index, gpu, is_ivf, fixed = self._new_faiss(kind, dim, train, target.type == "cuda")
         del train
         for start in range(0, n, _ADD_BATCH):
-            self._add(index, vectors[start : start + _ADD_BATCH], ids, start, ids_in_faiss)
-        self._finish(kind, dim, n, index, gpu, ids, ids_in_faiss, None, fixed)
+            self._add(index, vectors[start : start + _ADD_BATCH], start, is_ivf)
+        self._finish(kind, dim, n, index, gpu, ids, None, fixed)
         return self
 
     def _train_sample(self, vectors: Tensor) -> Tensor:
@@ -389,19 +390,13 @@ class NeighborIndex:
         rows = torch.randperm(n, generator=g)[:want].sort().values
         return vectors[rows.to(vectors.device)]
 
-    def _add(
-        self, index: Any, chunk: Tensor, ids: Tensor | None, start: int, ids_in_faiss: bool
-    ) -> None:
+    def _add(self, index: Any, chunk: Tensor, start: int, is_ivf: bool) -> None:
+        """Add rows ``start, start + 1, ...``: faiss labels them with their positions."""
         x = self._prep(chunk)
-        if ids_in_faiss:
-            chunk_ids = (
-                ids[start : start + len(chunk)]
-                if ids is not None
-                else torch.arange(start, start + len(chunk))
-            )
-            index.add_with_ids(x, np.ascontiguousarray(chunk_ids.numpy()))
+        if is_ivf:  # IVF keeps labels per list: give the positions explicitly
+            index.add_with_ids(x, np.arange(start, start + len(chunk), dtype=np.int64))
         else:
-            index.add(x)  # labels are positions; mapped through self._ids at search time
+            index.add(x)  # labels are the insertion positions
 
     def build_streaming(
         self,
@@ -480,7 +475,7 @@ class NeighborIndex:
         if exhausted and buffered < planned:  # the whole set fitted in the buffer
             kind, need = plan(buffered)
         train = torch.cat([p[0].detach().to("cpu", torch.float32) for p in pending])[:need]
-        index, gpu, ids_in_faiss, fixed = self._new_faiss(kind, dim, train, cuda)
+        index, gpu, is_ivf, fixed = self._new_faiss(kind, dim, train, cuda)
         del train
         given = any(p[1] is not None for p in pending)
         stored_ids: list[Tensor] = []
@@ -490,10 +485,8 @@ class NeighborIndex:
             nonlocal n
             if (i is not None) != given:
                 raise ValueError("give ids with every batch or with none of them.")
-            if i is None:
-                i = torch.arange(n, n + len(x))
-            self._add(index, x, i, 0, ids_in_faiss)
-            if not ids_in_faiss:
+            self._add(index, x, n, is_ivf)
+            if i is not None:
                 stored_ids.append(i)
             n += len(x)
 
@@ -503,7 +496,7 @@ class NeighborIndex:
         for item in it:
             add(*split(item, dim))
         ids = torch.cat(stored_ids) if (stored_ids and given) else None
-        self._finish(kind, dim, n, index, gpu, ids, ids_in_faiss, None, fixed)
+        self._finish(kind, dim, n, index, gpu, ids, None, fixed)
         return self
 
     @staticmethod
@@ -518,7 +511,22 @@ class NeighborIndex:
     def search(
         self, queries: Tensor, k: int = 1, exclude: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """The ``k`` nearest indexed vectors of each query.
+        """The ``k`` nearest indexed vectors of each query, as ids.
+
+        Same as :meth:`search_rows` followed by :meth:`ids_of`; ids may repeat, so use
+        :meth:`search_rows` to know which row was found.
+
+        Returns:
+            ``(distances, ids)``: (Q, k) float32 distances ascending and (Q, k) int64 ids, on the
+            queries' device.
+        """
+        d, pos = self.search_rows(queries, k, exclude)
+        return d, self.ids_of(pos)
+
+    def search_rows(
+        self, queries: Tensor, k: int = 1, exclude: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The ``k`` nearest indexed rows of each query, as positions.
 
         Args:
             queries: (Q, D) float tensor.
@@ -527,8 +535,9 @@ class NeighborIndex:
                 returned for query i (self-exclusion by id; exact copies under other ids remain).
 
         Returns:
-            ``(distances, ids)``: (Q, k) float32 distances ascending (cosine distance or squared
-            L2, approximate for compressed indexes) and (Q, k) int64 ids, on the queries' device.
+            ``(distances, positions)``: (Q, k) float32 distances ascending (cosine distance or
+            squared L2, approximate for compressed indexes) and (Q, k) int64 positions of the rows
+            found in the vectors the index was built from, on the queries' device.
         """
         self._require_built()
         queries = _check_vectors("queries", queries, self._dim)
@@ -563,10 +572,16 @@ class NeighborIndex:
                 exclude=ex,
                 bank_ids=ids,
             )
-            found = ids[pos] if ids is not None else pos
-            return d.to(out_device), found.to(out_device)
-        d, found = self._faiss_search(queries, k, exclude.cpu() if exclude is not None else None)
-        return d.to(out_device), found.to(out_device)
+            return d.to(out_device), pos.to(out_device)
+        d, pos = self._faiss_search(queries, k, exclude.cpu() if exclude is not None else None)
+        return d.to(out_device), pos.to(out_device)
+
+    def ids_of(self, positions: Tensor) -> Tensor:
+        """Ids of the rows at ``positions`` (any shape of int64 positions; same shape, device)."""
+        self._require_built()
+        if self._ids is None:
+            return positions.clone()
+        return self._ids[positions.to(self._ids.device)].to(positions.device)
 
     def _faiss_query(
         self, x: np.ndarray, kk: int, exhaustive: bool = False
@@ -590,10 +605,7 @@ class NeighborIndex:
         d_t = torch.from_numpy(d).clamp_min(0.0)
         if self.distance == "cosine":
             d_t = (d_t / 2.0).clamp_max(2.0)  # ||a-b||^2 = 2 - 2 cos for unit vectors
-        lab_t = torch.from_numpy(lab)
-        if not self._ids_in_faiss and self._ids is not None:
-            lab_t = torch.where(lab_t >= 0, self._ids[lab_t.clamp_min(0)], lab_t)
-        return d_t, lab_t
+        return d_t, torch.from_numpy(lab)  # positions; -1 where fewer rows were found
 
     def _faiss_search(
         self, queries: Tensor, k: int, exclude: Tensor | None
@@ -610,7 +622,8 @@ class NeighborIndex:
             d, lab = self._faiss_query(x[todo.numpy()], kk, exhaustive)
             valid = lab >= 0  # -1: fewer than kk rows found in the probed lists
             if exclude is not None:
-                valid &= lab != exclude[todo][:, None]
+                found_ids = self.ids_of(lab.clamp_min(0).cpu()) if self._ids is not None else lab
+                valid &= found_ids != exclude[todo][:, None]
             enough = valid.sum(1) >= k
             # Valid entries first, in their (ascending) order.
             order = torch.sort((~valid).to(torch.int8), dim=1, stable=True).indices[:, :k]

@@ -167,8 +167,8 @@ class InterpolatedFID(Metric):
         self._channels: int | None = None
         self._real_cached = False
         self._index: NeighborIndex | None = None
-        # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
-        self._lookup: Callable[[Tensor], Tensor] | None = None
+        # positions (B,) -> reference latents (B, D): the rows a built index's search found.
+        self._rows: Callable[[Tensor], Tensor] | None = None
         self._external_reference = False
 
         d = num_features or _feature_dim(self.feature_net)
@@ -352,7 +352,7 @@ class InterpolatedFID(Metric):
         index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
         index.build(vectors, ids)
         self._index, self._index_source = index, source
-        self._lookup = _snapshot_lookup(vectors, ids)
+        self._rows = _snapshot_rows(vectors)
 
     def _index_is_stale(self) -> bool:
         """Whether the index must be rebuilt from the bank before the next search."""
@@ -380,7 +380,8 @@ class InterpolatedFID(Metric):
             raise TypeError("lookup must be callable: ids (B,) -> latents (B, ...).")
         if self.bank is not None:
             raise ValueError("This metric has a bank; set_reference replaces it: pass bank=None.")
-        self._index, self._index_source, self._lookup = index, None, lookup
+        self._index, self._index_source = index, None
+        self._rows = lambda positions: lookup(index.ids_of(positions))
         self._external_reference = True
 
     @property
@@ -427,15 +428,16 @@ class InterpolatedFID(Metric):
                 f"k={self.k} neighbours requested but the reference holds only {available} "
                 "candidates per query; lower k or add more latents to the bank."
             )
-        dist, found = self._index.search(flat, k=self.k, exclude=exclude)
+        # Positions name the rows found; ids are only labels (they may repeat).
+        dist, found = self._index.search_rows(flat, k=self.k, exclude=exclude)
         if self.k > 1:
             choice = pick_neighbor(
                 dist.cpu(), found.cpu(), pick=self.pick, generator=generator or self._generator
             )
         else:
             choice = found[:, 0].cpu()
-        z_nn = self._lookup(choice).to(z.device, z.dtype).reshape(z.shape)
-        return z_nn, choice
+        z_nn = self._rows(choice).to(z.device, z.dtype).reshape(z.shape)
+        return z_nn, self._index.ids_of(choice)
 
     # ------------------------------------------------------------------ internals
     def _check_images(self, images: Tensor) -> None:
@@ -568,16 +570,13 @@ class InterpolatedFID(Metric):
         return partial
 
 
-def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]:
-    """ids -> rows of a snapshot of the reference (ids need not be sorted or contiguous)."""
-    order = ids.argsort().cpu()
-    sorted_ids = ids.cpu()[order]
+def _snapshot_rows(vectors: Tensor) -> Callable[[Tensor], Tensor]:
+    """positions -> rows of the snapshot an index was built from (exactly the rows it found)."""
 
-    def lookup(wanted: Tensor) -> Tensor:
-        pos = order[torch.searchsorted(sorted_ids, wanted.cpu()).clamp_max(len(sorted_ids) - 1)]
-        return vectors[pos.to(vectors.device)]
+    def rows(positions: Tensor) -> Tensor:
+        return vectors[positions.to(vectors.device)]
 
-    return lookup
+    return rows
 
 
 def _feature_dim(net: torch.nn.Module) -> int:
