@@ -64,6 +64,7 @@ class LatentBank:
         self._ids: Tensor | None = None
         self._size = 0
         self._cursor = 0
+        # Automatic ids are >= this: above every id issued, given or restored so far.
         self._next_id = 0
         # Number of changes so far, for display only: a new or restored bank can repeat it.
         self.version = 0
@@ -135,8 +136,10 @@ class LatentBank:
 
         Args:
             latents: (B, ...) floating tensor; every batch must have the same per-sample shape.
-            ids: optional (B,) integer ids. When omitted, ids are numbered from a counter that is
-                unique across ranks under torch.distributed (``count * world_size + rank``).
+            ids: optional (B,) integer ids. When omitted, ids are numbered automatically: each
+                rank takes ids ``q * world_size + rank`` (so ranks never collide) above every id
+                this bank has issued, been given or restored, so they stay unique after a resume
+                on any world size.
 
         Returns:
             The (B,) int64 ids of the inserted rows.
@@ -161,7 +164,8 @@ class LatentBank:
             raise ValueError("latents contain NaN or Inf; the encoder output is not finite.")
         if ids is None:
             world, rank = world_and_rank()
-            counters = torch.arange(self._next_id, self._next_id + batch, dtype=torch.long)
+            first = max(0, -(-(self._next_id - rank) // world))  # smallest q with id >= floor
+            counters = torch.arange(first, first + batch, dtype=torch.long)
             new_ids = counters * world + rank
         else:
             new_ids = torch.as_tensor(ids).detach().reshape(-1)
@@ -172,6 +176,7 @@ class LatentBank:
                     f"got {new_ids.numel()} ids for {batch} latents; pass one id per latent."
                 )
             new_ids = new_ids.to(torch.long)
+        next_id = max(self._next_id, int(new_ids.max()) + 1)
         # All checks passed: from here on the bank changes.
         if self._vectors is None:
             self.latent_shape = shape
@@ -189,8 +194,7 @@ class LatentBank:
         self._ids[pos] = new_ids_dev
         self._cursor = (self._cursor + n) % self.capacity
         self._size = min(self.capacity, self._size + n)
-        if ids is None:
-            self._next_id += batch
+        self._next_id = next_id
         self._changed()
         return new_ids
 
@@ -260,7 +264,11 @@ class LatentBank:
         fresh = LatentBank(capacity, dtype, self.device)
         if len(ids):
             fresh.add(vectors.reshape(len(ids), *(shape or [vectors.shape[1]])), ids=ids)
-        fresh._next_id = int(state.get("next_id", len(ids)))
+        # Above every restored id too: states saved on another world size (or before this rule)
+        # may hold a counter below ids that other ranks issued.
+        fresh._next_id = max(
+            int(state.get("next_id", 0)), int(ids.max()) + 1 if len(ids) else 0, fresh._next_id
+        )
         fresh.version = int(state.get("version", 0)) + 1
         # `fresh` brings new token and lineage objects: nothing built from the old rows matches.
         self.__dict__.update(fresh.__dict__)
