@@ -12,7 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ifid_callback.functional.neighbors import _check_finite, _check_matrix, nearest_neighbors
+from ifid_callback.functional.neighbors import (
+    _candidates_per_query,
+    _check_finite,
+    _check_matrix,
+    _exact_search,
+    _row_scales,
+)
 
 __all__ = ["NeighborIndex"]
 
@@ -177,6 +183,9 @@ class NeighborIndex:
         self._dim: int | None = None
         self._n = 0
         self._vectors: Tensor | None = None  # exact: the stored vectors
+        # exact: per-row norms (1/||x|| or ||x||^2), computed once at build, and the sorted ids.
+        self._scales: Tensor | None = None
+        self._sorted_ids: Tensor | None = None
         self._ids: Tensor | None = None  # ids by position (None: ids are positions 0..N-1)
         self._faiss_index: Any = None  # labels are positions 0..N-1
         self._gpu = False
@@ -204,8 +213,11 @@ class NeighborIndex:
         """Bytes held by the index: vectors or codes, stored ids, centroids and graph links."""
         self._require_built()
         if self._kind == "exact":
-            assert self._vectors is not None
+            assert self._vectors is not None and self._scales is not None
             held = self._vectors.numel() * self._vectors.element_size()
+            held += self._scales.numel() * self._scales.element_size()
+            if self._sorted_ids is not None:
+                held += self._sorted_ids.numel() * 8
         else:
             held = self._faiss_bytes
         if self._ids is not None:
@@ -358,8 +370,11 @@ class NeighborIndex:
     def build(self, vectors: Tensor, ids: Tensor | None = None) -> NeighborIndex:
         """Index ``vectors`` (N, D), any float dtype; ``ids`` (N,) int64, default ``arange(N)``.
 
-        Replaces any previous content. IVF indexes are trained on a seeded subsample of the
-        vectors. On error the index is left as it was. Returns self.
+        Replaces any previous content. Rows are checked for NaN/Inf here, once: searches check only
+        their queries. The exact index keeps ``vectors`` itself (no copy when it is already on the
+        index's device; do not modify it while the index is in use) plus one norm per row; IVF
+        indexes are trained on a seeded subsample. On error the index is left as it was.
+        Returns self.
         """
         vectors = _check_vectors("vectors", vectors)
         n, dim = vectors.shape
@@ -371,9 +386,12 @@ class NeighborIndex:
         kind = self._resolve(n, dim, vectors.element_size(), target.type == "cuda")
         if kind == "exact":
             stored = vectors.detach().to(target)
+            scales = _row_scales(stored, self.distance)
             if ids is not None:
                 ids = ids.to(target)
             self._finish(kind, dim, n, None, False, ids, stored, (0, 0))
+            self._scales = scales
+            self._sorted_ids = torch.sort(ids).values if ids is not None else None
             return self
         train = self._train_sample(vectors)
         index, gpu, is_ivf, fixed = self._new_faiss(kind, dim, train, target.type == "cuda")
@@ -558,23 +576,32 @@ class NeighborIndex:
                 )
         out_device = queries.device
         if self._kind == "exact":
-            assert self._vectors is not None
-            dev = self._vectors.device
-            ids = self._ids
-            ex = exclude.to(dev) if exclude is not None else None
-            if ex is not None and ids is None:
-                ids = torch.arange(self._n, device=dev)
-            d, pos = nearest_neighbors(
-                queries.to(dev),
-                self._vectors,
-                k=k,
-                distance=self.distance,  # type: ignore[arg-type]
-                exclude=ex,
-                bank_ids=ids,
-            )
+            d, pos = self._exact_search(queries, k, exclude)
             return d.to(out_device), pos.to(out_device)
         d, pos = self._faiss_search(queries, k, exclude.cpu() if exclude is not None else None)
         return d.to(out_device), pos.to(out_device)
+
+    def _exact_search(
+        self, queries: Tensor, k: int, exclude: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        # The rows were checked and their norms computed at build: only the queries are new.
+        assert self._vectors is not None and self._scales is not None
+        dev = self._vectors.device
+        ids = self._ids
+        ex = exclude.to(dev) if exclude is not None else None
+        if ex is not None:
+            if ids is None:
+                ids = torch.arange(self._n, device=dev)
+            sorted_ids = self._sorted_ids if self._sorted_ids is not None else ids
+            left = int(_candidates_per_query(ex, sorted_ids, presorted=True).min())
+            if len(ex) and k > left:
+                raise ValueError(
+                    f"k={k} but only {left} indexed rows are available to some query after "
+                    f"excluding its own id; use k <= {left} or a larger bank."
+                )
+        return _exact_search(
+            queries.to(dev), self._vectors, self._scales, k, self.distance, ex, ids, None
+        )
 
     def ids_of(self, positions: Tensor) -> Tensor:
         """Ids of the rows at ``positions`` (any shape of int64 positions; same shape, device)."""
