@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -25,6 +26,57 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, str) and dtype in _STORAGE_DTYPES:
         return _STORAGE_DTYPES[dtype]
     raise ValueError(f"dtype must be one of fp32, fp16, bf16 (or the torch dtypes), got {dtype!r}.")
+
+
+class BankRows:
+    """The rows of a bank as they were when :meth:`LatentBank.snapshot` was taken, uncopied.
+
+    It shares the bank's storage; just before the bank overwrites a row, that row is copied
+    here, so :meth:`rows` always returns the rows of the moment of the snapshot. Memory: nothing
+    at first, then one row for each row the bank overwrites while the snapshot is alive.
+    """
+
+    def __init__(self, storage: Tensor, size: int) -> None:
+        self._storage = storage
+        self._size = size
+        self._saved_at: Tensor | None = None  # (size,) position in the saved rows, -1: unsaved
+        self._saved: list[Tensor] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _preserve(self, slots: Tensor) -> None:
+        """Called by the bank before it writes ``slots`` (distinct storage rows)."""
+        slots = slots[slots < self._size]
+        if self._saved_at is None:
+            if not len(slots):
+                return
+            self._saved_at = torch.full(
+                (self._size,), -1, dtype=torch.long, device=self._storage.device
+            )
+        slots = slots[self._saved_at[slots] < 0]
+        if not len(slots):
+            return
+        self._saved.append(self._storage[slots])  # advanced indexing copies
+        self._saved_at[slots] = torch.arange(
+            self._count, self._count + len(slots), device=self._storage.device
+        )
+        self._count += len(slots)
+
+    def rows(self, positions: Tensor) -> Tensor:
+        """Rows at ``positions`` (int64, any shape; 0 <= p < len) as of the snapshot, on the
+        bank's device and in its storage dtype: shape ``(*positions.shape, dim)``."""
+        positions = positions.to(self._storage.device)
+        out = self._storage[positions]
+        if self._saved_at is not None:
+            at = self._saved_at[positions]
+            hit = at >= 0
+            if bool(hit.any()):
+                if len(self._saved) > 1:
+                    self._saved = [torch.cat(self._saved)]
+                out[hit] = self._saved[0][at[hit]]
+        return out
 
 
 class LatentBank:
@@ -71,6 +123,8 @@ class LatentBank:
         # Identities of the contents (see `token` and `lineage`): fresh objects, compared with `is`.
         self._token = object()
         self._lineage = object()
+        # Live snapshots of the current storage: each keeps the rows the bank overwrites.
+        self._snapshots: weakref.WeakSet[BankRows] = weakref.WeakSet()
 
     # ------------------------------------------------------------------ identity
     @property
@@ -94,6 +148,24 @@ class LatentBank:
         self._token = object()
         if replaced:
             self._lineage = object()
+
+    def snapshot(self) -> BankRows:
+        """The current rows, frozen without a copy (see :class:`BankRows`); positions are those of
+        :attr:`vectors` now. Later changes of the bank do not change what it returns."""
+        if self._vectors is None:
+            raise ValueError("The bank is empty; add latents first.")
+        snap = BankRows(self._vectors, self._size)
+        self._snapshots.add(snap)
+        return snap
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_snapshots"] = None  # weak references do not pickle; copies keep no snapshots
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._snapshots = weakref.WeakSet()
 
     # ------------------------------------------------------------------ contents
     def __len__(self) -> int:
@@ -190,6 +262,8 @@ class LatentBank:
             flat, new_ids_dev = flat[-self.capacity :], new_ids_dev[-self.capacity :]
         n = flat.shape[0]
         pos = (self._cursor + torch.arange(n, device=self.device)) % self.capacity
+        for snap in list(self._snapshots):
+            snap._preserve(pos)
         self._vectors[pos] = flat
         self._ids[pos] = new_ids_dev
         self._cursor = (self._cursor + n) % self.capacity
@@ -201,7 +275,8 @@ class LatentBank:
     def clear(self) -> None:
         """Remove all rows (capacity, dtype and device are kept)."""
         self.latent_shape = None
-        self._vectors = self._ids = None
+        self._vectors = self._ids = None  # snapshots keep the old storage; it is never written
+        self._snapshots = weakref.WeakSet()
         self._size = self._cursor = 0
         self._changed(replaced=True)
 

@@ -326,15 +326,23 @@ class InterpolatedFID(Metric):
             self._index_source = None
         self._bank = bank
 
-    def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> None:
+    def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> int:
         """(Re)build the neighbour index from the bank, or from given (N, D) vectors and ids.
 
-        The index keeps its own snapshot of the reference rows, so later bank insertions do not
-        change what a built index returns until the next refresh (with ``auto_refresh_index`` the
-        next search refreshes it). An index built from the bank is always rebuilt once the metric
-        holds another bank, or once its bank was cleared or restored (``load_state_dict``).
+        An index built from the bank answers for the rows the bank held at this refresh: with
+        ``auto_refresh_index`` the next search after any bank change refreshes it; without, later
+        insertions are not seen until the next refresh (rows the bank overwrites meanwhile are
+        kept aside, one copy per overwritten row). Either way it is rebuilt once the metric holds
+        another bank, or once its bank was cleared or restored (``load_state_dict``).
+
+        Memory: the previous index is released first; an exact index over a bank searches the
+        bank's rows in place (a copy only without ``auto_refresh_index``), a compressed index
+        keeps its codes and reads the found rows from the bank. Given ``vectors`` are kept (not
+        copied) as the rows to interpolate with: do not modify them afterwards.
+
+        Returns:
+            The number of rows indexed.
         """
-        source = None
         if vectors is None:
             if self.bank is None:
                 raise ValueError("This metric has no bank; pass vectors= to refresh_index().")
@@ -343,16 +351,32 @@ class InterpolatedFID(Metric):
                     "The latent bank is empty: add reference latents with bank.add(latents) "
                     "before evaluating iFID."
                 )
-            vectors, ids = self.bank.vectors.clone(), self.bank.ids.clone()
-            source = (self.bank, self.bank.lineage, self.bank.token)
-        elif ids is None:
-            ids = torch.arange(vectors.shape[0], device=vectors.device)
-        if vectors.shape[0] < 1:
+        elif vectors.shape[0] < 1:
             raise ValueError("The reference set is empty; add latents first.")
+        # Never hold two indexes (or an old snapshot's kept rows) while building the next one.
+        self._index = self._rows = self._index_source = None
         index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
+        source = None
+        if vectors is None:
+            bank = self.bank
+            live = self.auto_refresh_index  # rebuilt before any search that follows a change
+            vectors, ids = bank.vectors, bank.ids.clone()
+            exact = index.kind_for(vectors) == "exact"
+            if live:
+                rows = _snapshot_rows(vectors)
+            elif exact:
+                vectors = vectors.clone()  # the index searches its own frozen rows
+                rows = _snapshot_rows(vectors)
+            else:
+                rows = bank.snapshot().rows  # codes in the index, rows read from the bank
+            source = (bank, bank.lineage, bank.token, live)
+        else:
+            if ids is None:
+                ids = torch.arange(vectors.shape[0], device=vectors.device)
+            rows = _snapshot_rows(vectors)
         index.build(vectors, ids)
-        self._index, self._index_source = index, source
-        self._rows = _snapshot_rows(vectors)
+        self._index, self._index_source, self._rows = index, source, rows
+        return len(index)
 
     def _index_is_stale(self) -> bool:
         """Whether the index must be rebuilt from the bank before the next search."""
@@ -360,10 +384,10 @@ class InterpolatedFID(Metric):
             return True
         if self._index_source is None:  # built from given vectors: kept until the next refresh
             return False
-        bank, lineage, token = self._index_source
+        bank, lineage, token, live = self._index_source
         if bank is not self.bank or lineage is not bank.lineage:
             return True  # another bank, or this one cleared or restored
-        return self.auto_refresh_index and token is not bank.token
+        return (live or self.auto_refresh_index) and token is not bank.token
 
     def set_reference(self, index: NeighborIndex, lookup: Callable[[Tensor], Tensor]) -> None:
         """Use a prebuilt index (e.g. ``NeighborIndex.build_streaming`` over a reference set too

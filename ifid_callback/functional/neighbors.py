@@ -14,6 +14,8 @@ _PICKS = ("uniform", "softmax")
 
 # Working-memory target of one search step (bank chunk cast to float32 plus the distance block).
 _STEP_BYTES = 256 * 2**20
+# Chunk of the one pass over the bank that computes its per-row norms.
+_SCALE_CHUNK_BYTES = 4 * 2**20
 
 
 def _check_matrix(name: str, x: object) -> Tensor:
@@ -32,13 +34,16 @@ def _check_matrix(name: str, x: object) -> Tensor:
 
 
 def _check_finite(name: str, x: Tensor) -> None:
-    bad = ~torch.isfinite(x)
-    if bool(bad.any()):
-        row = int(bad.any(dim=1).nonzero()[0, 0])
-        raise ValueError(
-            f"`{name}` contains NaN or Inf (first at row {row}); "
-            "remove or fix those rows before searching."
-        )
+    # In chunks: torch.isfinite materialises |x| and masks, several times the checked rows.
+    step = max(1, _SCALE_CHUNK_BYTES // (4 * max(x.shape[1], 1)))
+    for r0 in range(0, x.shape[0], step):
+        bad = ~torch.isfinite(x[r0 : r0 + step])
+        if bool(bad.any()):
+            row = r0 + int(bad.any(dim=1).nonzero()[0, 0])
+            raise ValueError(
+                f"`{name}` contains NaN or Inf (first at row {row}); "
+                "remove or fix those rows before searching."
+            )
 
 
 def _check_ids(name: str, ids: object, length: int, device: torch.device, what: str) -> Tensor:
@@ -89,14 +94,14 @@ def _row_scales(bank: Tensor, distance: str, chunk_size: int | None = None) -> T
     """
     dtype = _compute_dtype(bank)
     out = torch.empty(bank.shape[0], dtype=dtype, device=bank.device)
-    step = chunk_size or _default_chunks(1, bank.shape[0], bank.shape[1])[1]
+    # Small chunks: a half-precision bank is cast chunk by chunk, and nothing else is copied.
+    step = chunk_size or max(1, _SCALE_CHUNK_BYTES // (4 * max(bank.shape[1], 1)))
     for b0 in range(0, bank.shape[0], step):
-        x = bank[b0 : b0 + step].to(dtype)
+        norms = torch.linalg.vector_norm(bank[b0 : b0 + step].to(dtype), dim=1)
         if distance == "cosine":
-            norms = torch.linalg.vector_norm(x, dim=1)
             out[b0 : b0 + step] = norms.clamp_min(torch.finfo(dtype).tiny).reciprocal()
         else:
-            out[b0 : b0 + step] = (x * x).sum(dim=1)
+            out[b0 : b0 + step] = norms.square()
     return out
 
 
