@@ -10,7 +10,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
-from ifid_callback.distributed import all_reduce_sum, world_and_rank
+from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
 from ifid_callback.features import feature_dim, resolve_feature
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
@@ -58,6 +58,12 @@ class InterpolatedFID(Metric):
         pick: how to pick among k: ``"uniform"`` or ``"softmax"`` over -distance.
         bank: a :class:`LatentBank` of reference latents, or None to use the query images
             themselves as the reference (all latents are kept until ``compute``; self excluded).
+            Under torch.distributed the reference is the union of the banks of all ranks
+            (each rank may hold its share), gathered at each index refresh, so the result is
+            the same on any world size; a row held by several ranks under the same id (e.g. a
+            bank restored from one checkpoint on every rank) counts once. The refresh is a
+            collective: change the banks on all ranks together and call ``update`` on every
+            rank (or :meth:`refresh_index` on every rank).
         index: nearest-neighbour index: ``"auto"``, ``"exact"``, a faiss kind (``"ivf"``,
             ``"hnsw"``, ...) or a faiss factory string (see :class:`NeighborIndex`).
         distance: ``"cosine"`` or ``"sqeuclidean"``; default cosine for slerp/mask, squared L2 for
@@ -335,21 +341,31 @@ class InterpolatedFID(Metric):
         kept aside, one copy per overwritten row). Either way it is rebuilt once the metric holds
         another bank, or once its bank was cleared or restored (``load_state_dict``).
 
+        Under torch.distributed the bank rows of all ranks are gathered (a collective: every
+        rank must call it, with a non-empty bank); rows repeated with the same id and values
+        (the same bank on several ranks) are kept once, so every world size indexes the same
+        reference. Given ``vectors`` are used as they are (no gathering).
+
         Memory: the previous index is released first; an exact index over a bank searches the
         bank's rows in place (a copy only without ``auto_refresh_index``), a compressed index
-        keeps its codes and reads the found rows from the bank. Given ``vectors`` are kept (not
-        copied) as the rows to interpolate with: do not modify them afterwards.
+        keeps its codes and reads the found rows from the bank. Under torch.distributed each
+        rank keeps the gathered rows. Given ``vectors`` are kept (not copied) as the rows to
+        interpolate with: do not modify them afterwards.
 
         Returns:
             The number of rows indexed.
         """
+        world = world_and_rank()[0] if vectors is None else 1
         if vectors is None:
             if self.bank is None:
                 raise ValueError("This metric has no bank; pass vectors= to refresh_index().")
-            if len(self.bank) == 0:
+            # Under DDP every rank must agree before the gather, or the others would wait forever.
+            smallest = all_reduce_int(len(self.bank), "min") if world > 1 else len(self.bank)
+            if smallest == 0:
+                where = "" if world == 1 else " on at least one rank"
                 raise ValueError(
-                    "The latent bank is empty: add reference latents with bank.add(latents) "
-                    "before evaluating iFID."
+                    f"The latent bank is empty{where}: add reference latents with "
+                    "bank.add(latents) before evaluating iFID."
                 )
         elif vectors.shape[0] < 1:
             raise ValueError("The reference set is empty; add latents first.")
@@ -357,7 +373,12 @@ class InterpolatedFID(Metric):
         self._index = self._rows = self._index_source = None
         index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
         source = None
-        if vectors is None:
+        if vectors is None and world > 1:
+            bank = self.bank
+            vectors, ids = _drop_repeated_rows(*bank.gather())
+            rows = _snapshot_rows(vectors)  # the gathered rows are this rank's own copy
+            source = (bank, bank.lineage, bank.token, False)
+        elif vectors is None:
             bank = self.bank
             live = self.auto_refresh_index  # rebuilt before any search that follows a change
             vectors, ids = bank.vectors, bank.ids.clone()
@@ -427,12 +448,7 @@ class InterpolatedFID(Metric):
             ``(z_nn, ids)``: neighbour latents shaped and typed like ``z``, and their (B,) ids.
         """
         if self.bank is not None and self._index_is_stale():
-            if len(self.bank) == 0:
-                raise ValueError(
-                    "The latent bank is empty: add reference latents with bank.add(latents) "
-                    "before evaluating iFID."
-                )
-            if self.bank.latent_shape != tuple(z.shape[1:]):
+            if len(self.bank) and self.bank.latent_shape != tuple(z.shape[1:]):
                 raise ValueError(
                     f"The bank holds latents of shape {self.bank.latent_shape} but the encoder "
                     f"returns {tuple(z.shape[1:])}; fill the bank with this VAE's latents."
@@ -592,6 +608,32 @@ class InterpolatedFID(Metric):
             partial = {key: all_reduce_sum(value) for key, value in partial.items()}
         self._index = None
         return partial
+
+
+def _drop_repeated_rows(vectors: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Keep the first of rows that repeat an earlier row with the same id and the same values.
+
+    Rows that share an id but differ are all kept (ids may repeat); only exact repeats, such as
+    one bank present on several ranks, go. Returns the inputs themselves when nothing repeats.
+    """
+    if len(ids) < 2:
+        return vectors, ids
+    sorted_ids, order = torch.sort(ids, stable=True)  # a group keeps its rows' original order
+    counts = torch.unique_consecutive(sorted_ids, return_counts=True)[1]
+    if int(counts.max()) < 2:
+        return vectors, ids
+    keep = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
+    step = max(1, 2**20 // max(vectors.shape[1], 1))
+    for offset in range(1, int(counts.max())):  # compare each row with every earlier one of its id
+        pairs = (sorted_ids[offset:] == sorted_ids[:-offset]).nonzero().squeeze(1)
+        for start in range(0, len(pairs), step):
+            p = pairs[start : start + step]
+            later, earlier = order[p + offset], order[p]
+            same = (vectors[later] == vectors[earlier]).all(dim=1)
+            keep[later[same]] = False
+    if bool(keep.all()):
+        return vectors, ids
+    return vectors[keep], ids[keep]
 
 
 def _snapshot_rows(vectors: Tensor) -> Callable[[Tensor], Tensor]:
