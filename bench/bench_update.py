@@ -16,7 +16,8 @@ resident-set high-water mark of a fresh process (Linux); GPU figures (when CUDA 
 are torch.cuda.max_memory_allocated.
 
 Usage: python bench/bench_update.py [--batch 16] [--bank 10000] [--repeats 5]
-       [--features cheap|inception|both] [--refresh-rows 200000] [--refresh-dim 256]
+       [--features cheap|inception|both|none] [--threads N] [--refresh-rows 200000]
+       [--refresh-dim 256]
 """
 
 from __future__ import annotations
@@ -206,10 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bank", type=int, default=10_000)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     p.add_argument("--features", choices=("inception", "cheap", "both", "none"), default="both")
     p.add_argument("--refresh-rows", type=int, default=200_000)
     p.add_argument("--refresh-dim", type=int, default=256)
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     vae = TinyVAE().eval()
     x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1

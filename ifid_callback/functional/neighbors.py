@@ -14,6 +14,9 @@ _PICKS = ("uniform", "softmax")
 
 # Working-memory target of one search step (bank chunk cast to float32 plus the distance block).
 _STEP_BYTES = 256 * 2**20
+# Up to this many queries per step the distance block is computed as (bank rows, queries) and
+# ranked through its transpose: 1.4x faster at 8-16 queries on CPU, slower from ~64 on.
+_FEW_QUERIES = 32
 # Chunk of the one pass over the bank that computes its per-row norms.
 _SCALE_CHUNK_BYTES = 4 * 2**20
 
@@ -128,43 +131,55 @@ def _exact_search(
         (chunk_size, chunk_size) if chunk_size else _default_chunks(num_q, num_b, bank.shape[1])
     )
     tiny = torch.finfo(dtype).tiny
+    # Ranked by a score that leaves out what is constant per query: cosine distance is
+    # 1 + score with score = -(q/|q|).b/|b|; squared L2 is |q|^2 + score with score = |b|^2 - 2 q.b
+    # (one fused matrix product). Distances are formed for the k kept only.
+    cosine = distance == "cosine"
+    if cosine:
+        scales = -scales
 
     for q0 in range(0, num_q, q_step):
         q = queries[q0 : q0 + q_step].to(dtype)
-        if distance == "cosine":
+        if cosine:
             q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(tiny)
-        else:
-            q_sq = (q * q).sum(dim=1)
         ex = exclude[q0 : q0 + q_step] if exclude is not None else None
-        best_d = torch.full((q.shape[0], 0), float("inf"), dtype=dtype, device=bank.device)
-        best_p = torch.empty((q.shape[0], 0), dtype=torch.int64, device=bank.device)
+        best_d = best_p = None
         for b0 in range(0, num_b, b_step):
             b = bank[b0 : b0 + b_step].to(dtype)  # a view when the bank is already in dtype
             scale = scales[b0 : b0 + b_step]
-            if distance == "cosine":
-                block = 1.0 - (q @ b.T) * scale[None, :]
+            if q.shape[0] <= _FEW_QUERIES:  # (bank rows, queries) products are faster for few
+                if cosine:
+                    block = torch.mm(b, q.T).mul_(scale[:, None]).T
+                else:
+                    block = torch.addmm(scale[:, None], b, q.T, alpha=-2.0).T
+            elif cosine:
+                block = torch.mm(q, b.T).mul_(scale[None, :])
             else:
-                block = (q_sq[:, None] + scale[None, :] - 2.0 * (q @ b.T)).clamp_min_(0.0)
+                block = torch.addmm(scale[None, :], q, b.T, alpha=-2.0)
             if ex is not None:
                 assert bank_ids is not None
                 block.masked_fill_(bank_ids[b0 : b0 + b_step][None, :] == ex[:, None], float("inf"))
             kk = min(k, block.shape[1])
             cd, cp = torch.topk(block, kk, dim=1, largest=False, sorted=True)
+            if best_d is None:
+                best_d, best_p = cd, cp + b0
+                continue
             # Running merge: earlier chunks first, so a stable sort keeps ties in bank order.
             merged_d = torch.cat([best_d, cd], dim=1)
             merged_p = torch.cat([best_p, cp + b0], dim=1)
             order = torch.sort(merged_d, dim=1, stable=True).indices[:, :k]
             best_d = merged_d.gather(1, order)
             best_p = merged_p.gather(1, order)
-        if distance == "sqeuclidean":
+        assert best_d is not None and best_p is not None
+        if cosine:
+            best_d = (1.0 + best_d).clamp(0.0, 2.0)
+        else:
             # The expansion loses precision for near-duplicates; recompute the k kept distances
             # from differences (exact copies come out as exactly 0) and re-sort.
             diff = bank[best_p.reshape(-1)].to(dtype).reshape(q.shape[0], k, -1) - q[:, None, :]
             best_d = (diff * diff).sum(dim=2)
             order = torch.sort(best_d, dim=1, stable=True).indices
             best_d, best_p = best_d.gather(1, order), best_p.gather(1, order)
-        else:
-            best_d = best_d.clamp(0.0, 2.0)
         out_d[q0 : q0 + q_step] = best_d.to(torch.float32)
         out_p[q0 : q0 + q_step] = best_p
     return out_d, out_p
