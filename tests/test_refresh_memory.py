@@ -68,7 +68,7 @@ def refresh_peak(rows: int, dim: int, kind: str, auto_refresh: bool) -> dict:
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize(
     "kind,auto_refresh",
-    [("IVF64,SQ8", False), ("IVF64,SQ8", True), ("exact", False), ("exact", True)],
+    [("IVF64,SQ8", False), ("exact", False), ("exact", True)],
 )
 def test_refresh_peak_within_bank_plus_index(kind, auto_refresh):
     if kind != "exact":
