@@ -51,9 +51,9 @@ _HNSW_M = 32
 _ADD_BATCH = 65536
 # Working memory of a compressed build beside the rows and the index, so that a refresh peaks
 # near rows + index + a few %, never at a second copy of the rows: the float32 training sample
-# holds at most max(N/16 rows, _MIN_TRAIN_POINTS_PER_LIST per list, _TRAIN_BYTES) (8 points per list measured
-# recall@1 0.992 against 0.998 at 32, clustered 20k x 256, IVF566,SQ8), and each float32 chunk
-# being added at most max(N/32 rows, _ADD_BYTES).
+# holds at most max(N/16 rows, _MIN_TRAIN_POINTS_PER_LIST per list, _TRAIN_BYTES) (8 points
+# per list measured recall@1 0.992 against 0.998 at 32, clustered 20k x 256, IVF566,SQ8), and
+# each float32 chunk being added at most max(N/32 rows, _ADD_BYTES).
 _TRAIN_FRACTION = 16
 _TRAIN_BYTES = 4 * 2**20  # small builds (and PQ codebooks) keep enough training points
 _ADD_FRACTION = 32
