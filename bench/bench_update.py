@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
         "(MiB; peak: above the resident bank)"
     )
     print(
-        f"{'index':<14} {'auto':>5} {'bank':>9} {'index':>9} {'peak':>10} {'ratio':>7} {'target':>7}"
+        f"{'index':<14} {'auto':>5} {'bank':>9} {'index':>9} {'peak':>10} {'ratio':>7} "
+        f"{'target':>7}"
     )
     kinds_cpu = ["exact"]
     try:

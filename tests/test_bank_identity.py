@@ -1,4 +1,4 @@
-"""A built index answers for the bank the metric holds now: replaced or restored banks rebuild it."""
+"""A built index answers for the bank the metric holds now: replaced or restored banks rebuild."""
 
 import pytest
 import torch
