@@ -17,7 +17,8 @@ except ImportError:  # the standalone package
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from ifid_callback.evaluate import images_of
-from ifid_callback.monitor import IFIDMonitor, check_adapter_arguments
+from ifid_callback.integrations.common import check_adapter_arguments
+from ifid_callback.monitor import IFIDMonitor
 
 __all__ = ["IFIDCallback"]
 

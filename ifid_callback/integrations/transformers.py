@@ -35,7 +35,8 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from ifid_callback.monitor import IFIDMonitor, check_adapter_arguments
+from ifid_callback.integrations.common import check_adapter_arguments
+from ifid_callback.monitor import IFIDMonitor
 
 __all__ = ["MONITOR_FILENAME", "IFIDTrainer", "IFIDTrainerCallback", "IFIDTrainerMixin"]
 
