@@ -5,9 +5,11 @@ Framework-free, so the adapters keep only the translation of their framework's h
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import BOOKKEEPING_KEYS, IFIDMonitor
 
 __all__ = ["check_adapter_arguments", "find_vae", "logged_metrics"]
@@ -77,3 +79,129 @@ def logged_metrics(
         name = names.get(key) or (names[base] + sep + rest if base in names else key)
         out[f"{prefix}{name}"] = float(value)
     return out
+
+
+def is_fid_name(name: str | None, names: tuple[str, ...] = ("ifid", "rfid")) -> bool:
+    """Whether a logged name is an iFID/rFID (of any weights: ``val/ifid``, ``eval_rfid_ema``)."""
+    parts = str(name or "").replace("/", "_").split("_")
+    return parts[-1] in names or (len(parts) > 1 and parts[-2] in names and parts[-1] != "std")
+
+
+def check_watch_mode(watcher: str, key: str | None, mode: str, names: tuple[str, ...]) -> None:
+    """A checkpoint/early-stopping rule watching an iFID/rFID key must minimise it."""
+    if key is not None and is_fid_name(key, names) and mode != "min":
+        raise ValueError(
+            f"{watcher}(monitor={key!r}, mode={mode!r}): {key} is lower-is-better, so "
+            f"mode={mode!r} would keep the worst model. Use {watcher}(monitor={key!r}, mode='min')."
+        )
+
+
+def check_watchers(callbacks: list[Any], names: tuple[str, ...]) -> None:
+    """Every checkpoint/early-stopping callback (``monitor``/``mode`` attributes) watching an
+    iFID/rFID name minimises it."""
+    for callback in callbacks:
+        key = getattr(callback, "monitor", None)
+        if isinstance(key, str):
+            mode = getattr(callback, "mode", "min")
+            check_watch_mode(type(callback).__name__, key, mode, names)
+
+
+def check_validation_loop(owner: str, key: str, enabled: bool, defined: bool) -> None:
+    """Validation switched off is an error, a fit without a validation loop a warning."""
+    if not enabled:
+        raise ValueError(
+            f"{owner} evaluates at each validation, but limit_val_batches=0 turns it off, so "
+            f"{key!r} would never be logged. Give the trainer a val_dataloader and "
+            "limit_val_batches > 0."
+        )
+    if not defined:
+        warnings.warn(
+            f"{owner} evaluates at each validation, but this fit has no validation loop (no "
+            f"validation_step or no val_dataloader), so {key!r} is never logged during "
+            "training. Define validation_step and pass val_dataloaders to trainer.fit(...), or "
+            "evaluate afterwards with trainer.validate(...).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def check_best_metric(name: str | None, greater_is_better: bool | None) -> None:
+    """The Hugging Face Trainer's ``metric_for_best_model`` on iFID/rFID must be minimised."""
+    if is_fid_name(name) and greater_is_better:
+        raise ValueError(
+            f"metric_for_best_model={name!r} is lower-is-better but greater_is_better is True "
+            "(the Trainer's default for names not ending in 'loss'); set "
+            "TrainingArguments(greater_is_better=False)."
+        )
+
+
+def validation_result(
+    monitor: IFIDMonitor, step: int | None, *, relog_last: bool
+) -> tuple[dict[str, float] | None, bool]:
+    """What a validation logs: ``(result, fresh)``.
+
+    ``step=None`` (a stand-alone validation of loaded weights) always evaluates; during a fit an
+    evaluation runs when due (always without ``eval_every_n_steps``, and at the first
+    validation), otherwise the last result is logged again when ``relog_last``.
+    """
+    if step is None:
+        return monitor.evaluate(), True
+    if monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history:
+        return monitor.evaluate(step), True
+    return (monitor.last_result, False) if relog_last else (None, False)
+
+
+def precedes(callbacks: list[Any], me: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether a callback of one of ``kinds`` comes before ``me`` in the call order."""
+    position = next(i for i, c in enumerate(callbacks) if c is me)
+    return any(isinstance(c, kinds) for c in callbacks[:position])
+
+
+class SharedEvaluation:
+    """One evaluation shared by the calls that see the same weights (a Trainer's eval sets)."""
+
+    def __init__(self) -> None:
+        self.result: dict[str, float] | None = None
+
+    def get(self, monitor: IFIDMonitor, step: int, share: bool) -> dict[str, float]:
+        if share and self.result is not None:
+            return self.result
+        result = monitor.evaluate(step)
+        if share:
+            self.result = result
+        return result
+
+    def end(self) -> None:
+        """Forget the shared result: the next evaluation measures the weights loaded then."""
+        self.result = None
+
+
+def observe_batch(monitor: IFIDMonitor, outputs: Any, batch: Any, step: int, producer: str) -> int:
+    """Hand one training batch to the monitor: the step's outputs, and its images when needed."""
+    images = None
+    if monitor.latent_source == "encode" or monitor.exact_bank:
+        images = images_of(batch)
+    if monitor.latent_source != "outputs":
+        return monitor.observe(images=images, step=step)
+    if outputs is None:
+        raise ValueError(
+            f"{producer} returned nothing, so iFID has no latents: return "
+            f"{{'loss': loss, {monitor.outputs_key!r}: latents.detach()}} or use "
+            "latent_source='hook' / 'encode'."
+        )
+    return monitor.observe(outputs=outputs, images=images, step=step)
+
+
+def report_to_targets(callbacks: list[Any]) -> list[Any]:
+    """The image-capable loggers behind a Hugging Face Trainer's ``report_to`` callbacks: the
+    TensorBoard callback's writer and the active W&B run (others log scalars only)."""
+    targets = []
+    for callback in callbacks:
+        kind = type(callback).__name__
+        if kind == "TensorBoardCallback" and getattr(callback, "tb_writer", None) is not None:
+            targets.append(callback.tb_writer)
+        elif kind == "WandbCallback" and getattr(callback, "_initialized", False):
+            run = getattr(getattr(callback, "_wandb", None), "run", None)
+            if run is not None:
+                targets.append(run)
+    return targets
