@@ -11,23 +11,26 @@ from pathlib import Path
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("metric")
+    # Protocol options default to None (not given), so a --preset can tell what the user chose;
+    # the help texts name the values that run when neither an option nor a preset sets them.
     g.add_argument(
         "--interpolation",
         choices=("slerp", "linear", "mask"),
-        default="slerp",
+        default=None,
         help="how a latent is mixed with its nearest neighbour (default: slerp)",
     )
     g.add_argument(
-        "--alpha", type=float, default=0.5, help="interpolation weight in [0, 1] (default: 0.5)"
+        "--alpha", type=float, default=None, help="interpolation weight in [0, 1] (default: 0.5)"
     )
     g.add_argument(
-        "--k", type=int, default=1, help="pick one of the k nearest neighbours (default: 1)"
+        "--k", type=int, default=None, help="pick one of the k nearest neighbours (default: 1)"
     )
     g.add_argument(
         "--pick",
-        choices=("uniform", "softmax"),
-        default="uniform",
-        help="how one of k neighbours is picked (default: uniform)",
+        choices=("uniform", "softmax_mse", "softmax_distance"),
+        default=None,
+        help="how one of k neighbours is picked: uniform (default), softmax_mse (the official "
+        "rule: softmax of minus the per-element MSE) or softmax_distance",
     )
     g.add_argument(
         "--index",
@@ -38,10 +41,14 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=("paper",),
         default=None,
-        help="'paper': the official protocol (posterior sample, top-10 softmax pick)",
+        help="'paper': the official protocol (posterior sample, top-10 neighbours picked with "
+        "softmax(-MSE), slerp, alpha 0.5); options that contradict it are an error",
     )
     g.add_argument(
-        "--sample-posterior", action="store_true", help="use posterior samples, not means"
+        "--sample-posterior",
+        action="store_true",
+        default=None,
+        help="use posterior samples, not means",
     )
     g.add_argument(
         "--inception-weights",
@@ -151,7 +158,17 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     from ifid_callback.evaluate import evaluate_vae
     from ifid_callback.features import InceptionFeatures
     from ifid_callback.loading import load_vae
+    from ifid_callback.metric import resolve_settings
 
+    # The settings that will run (also checks the options against --preset before any work).
+    settings = resolve_settings(
+        args.preset,
+        interpolation=args.interpolation,
+        alpha=args.alpha,
+        k=args.k,
+        pick=args.pick,
+        sample_posterior=args.sample_posterior,
+    )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vae = load_vae(args.vae, device=device, subfolder=args.subfolder)
     center_crop = not args.no_center_crop
@@ -194,11 +211,11 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     result.update(
         vae=args.vae,
         images=str(args.images),
-        interpolation=args.interpolation,
-        alpha=args.alpha,
-        k=args.k,
-        preset=args.preset,
+        reference=str(args.reference) if args.reference is not None else None,
         feature=args.feature,
+        index=args.index,
+        seed=args.seed,
+        **settings,
     )
     return result
 

@@ -14,21 +14,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ifid_callback.vae import module_dtype
+
 __all__ = ["latent_hook_point", "vae_callables", "vae_dtype"]
 
 
 def vae_dtype(vae: Any) -> torch.dtype | None:
     """Floating dtype of the VAE's parameters, or None when it has none (a plain callable)."""
-    if not isinstance(vae, nn.Module):
-        return None
-    for p in vae.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return None
+    return module_dtype(vae)
 
 
 class _CastingCall:
-    """``fn(x.to(dtype))`` with tensor outputs (or their ``.sample``) cast back to float32."""
+    """``fn(x.to(dtype))`` with tensor outputs (or their ``.sample``) cast back to float32.
+
+    :class:`~ifid_callback.vae.VAEAdapter` does the same casting for any VAE whose weights it
+    can see; these callables are for code that calls the VAE outside an adapter.
+    """
 
     def __init__(self, fn: Callable[[Tensor], Any], dtype: torch.dtype, cast_output: bool) -> None:
         self.fn = fn

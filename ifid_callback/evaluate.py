@@ -132,7 +132,8 @@ def evaluate_vae(
                 "copy can be excluded there. Remove duplicate images from the reference set, or "
                 "evaluate without stream_reference."
             )
-        metric.update(images, ids=own if found else None)
+        positions = torch.arange(seen, seen + images.shape[0])  # keys the random choices
+        metric.update(images, ids=own if found else None, positions=positions)
         self_matches += found
         seen += images.shape[0]
         bar.update(images.shape[0])
@@ -152,12 +153,15 @@ def _encode_reference(metric, loader, device, capacity, dtype, progress, content
     capacity = capacity or _num_images(loader)
     bank = LatentBank(capacity=capacity, dtype=dtype, device=device) if capacity else None
     held: list[tuple[Tensor, Tensor]] = []  # size unknown (a plain iterable): count first
+    done = 0  # reference positions key the posterior samples, as in the streamed path
     with torch.no_grad():
         for batch in tqdm(loader, desc="encode reference", disable=not progress):
             images = images_of(batch)
             # Rows with the same pixels share one id, so excluding it excludes every copy.
             ids = contents.add(images, shared=True)
-            z = metric._encode(images.to(device))
+            keys = torch.arange(done, done + images.shape[0])
+            z = metric._encode(images.to(device), keys, stream="reference")
+            done += images.shape[0]
             if bank is None:
                 held.append((z, ids))
             else:
@@ -215,11 +219,15 @@ def _stream_reference(metric, loader, device, index_kind, budget, progress, cont
     from ifid_callback.index import NeighborIndex
 
     def latents():
+        done = 0
         with torch.no_grad():
             for batch in tqdm(loader, desc="index reference", disable=not progress):
                 images = images_of(batch)
                 contents.add(images, shared=False)  # ids are dataset positions here
-                z = metric._encode(images.to(device))
+                # Keyed by dataset index: the re-encoding of a neighbour gives this very latent.
+                keys = torch.arange(done, done + images.shape[0])
+                z = metric._encode(images.to(device), keys, stream="reference")
+                done += images.shape[0]
                 yield z.reshape(z.shape[0], -1)
 
     index = NeighborIndex(
@@ -246,7 +254,8 @@ def _reencoder(metric, loader, device):
     def lookup(ids):
         images = torch.stack([images_of(_as_batch(dataset[int(i)])) for i in ids]).to(device)
         with torch.no_grad():
-            return metric._encode(images)
+            # The same posterior sample as when the index was built (keyed by dataset index).
+            return metric._encode(images, torch.as_tensor(ids).reshape(-1), stream="reference")
 
     return lookup
 

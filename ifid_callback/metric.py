@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -11,25 +12,109 @@ from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.distributed import all_reduce_sum, world_and_rank
-from ifid_callback.features import feature_dim, resolve_feature
+from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
+from ifid_callback.functional import frechet
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
 from ifid_callback.functional.neighbors import pick_neighbor
 from ifid_callback.index import NeighborIndex
+from ifid_callback.randomness import keyed_generators
 from ifid_callback.vae import VAEAdapter
 
+# What runs when neither an argument nor a preset says otherwise (the paper's main setting).
+DEFAULTS: dict[str, Any] = {
+    "interpolation": "slerp",
+    "alpha": 0.5,
+    "k": 1,
+    "pick": "uniform",
+    "sample_posterior": False,
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    # The official protocol: posterior sample, top-10 neighbours, one picked with softmax(-d).
+    # The official protocol: posterior sample, top-10 neighbours, one picked with probability
+    # softmax(-MSE) (MSE per latent element, raw latents), slerp at alpha 0.5.
     "paper": {
         "sample_posterior": True,
         "k": 10,
-        "pick": "softmax",
+        "pick": "softmax_mse",
         "interpolation": "slerp",
         "alpha": 0.5,
     },
 }
 _DISTANCES = ("cosine", "sqeuclidean")
-_PICKS = ("uniform", "softmax")
+_PICKS = ("uniform", "softmax_mse", "softmax_distance")
+
+
+def resolve_settings(
+    preset: str | None = None,
+    *,
+    interpolation: str | None = None,
+    alpha: float | None = None,
+    k: int | None = None,
+    pick: str | None = None,
+    sample_posterior: bool | None = None,
+    distance: str | None = None,
+) -> dict[str, Any]:
+    """The protocol settings that run for these arguments (None: not given).
+
+    A preset fills the settings it defines; an argument given together with a preset must agree
+    with it. Unset settings take :data:`DEFAULTS`; the distance follows the interpolation
+    (squared L2 for linear, cosine otherwise). :class:`InterpolatedFID` resolves its arguments
+    with this function, and reports should record its result.
+
+    Returns:
+        ``{"preset", "interpolation", "alpha", "k", "pick", "sample_posterior", "distance"}``.
+
+    Raises:
+        ValueError: unknown preset or values, or arguments that contradict the preset.
+    """
+    given = {
+        "interpolation": interpolation,
+        "alpha": alpha,
+        "k": k,
+        "pick": pick,
+        "sample_posterior": sample_posterior,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    settings = dict(DEFAULTS)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}.")
+        fixed = PRESETS[preset]
+        conflicts = {key: value for key, value in given.items() if value != fixed.get(key, value)}
+        if conflicts:
+            got = ", ".join(f"{key}={value!r}" for key, value in conflicts.items())
+            sets = ", ".join(f"{key}={fixed[key]!r}" for key in conflicts)
+            raise ValueError(
+                f"preset={preset!r} sets {sets} but got {got}; drop those arguments to run the "
+                f"preset, or drop preset= to choose every setting yourself."
+            )
+        settings.update(fixed)
+    settings.update(given)
+    if settings["pick"] == "softmax":
+        raise ValueError(
+            "pick='softmax' is ambiguous: use 'softmax_mse' (the official protocol: probability "
+            "softmax(-MSE) on the raw latents) or 'softmax_distance' (softmax of minus the "
+            "search distance)."
+        )
+    if settings["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {INTERPOLATIONS}, got {settings['interpolation']!r}."
+        )
+    alpha = settings["alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}.")
+    settings["alpha"] = float(alpha)
+    k = settings["k"]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    if settings["pick"] not in _PICKS:
+        raise ValueError(f"pick must be one of {_PICKS}, got {settings['pick']!r}.")
+    if distance is None:
+        distance = "sqeuclidean" if settings["interpolation"] == "linear" else "cosine"
+    if distance not in _DISTANCES:
+        raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+    settings["sample_posterior"] = bool(settings["sample_posterior"])
+    return {"preset": preset, **settings, "distance": distance}
 
 
 class InterpolatedFID(Metric):
@@ -53,9 +138,14 @@ class InterpolatedFID(Metric):
         feature: ``"inception"`` for the standard FID Inception-v3 pool3 features (2048-d, offline
             weights), or an ``nn.Module`` mapping images in ``input_range`` to (B, d).
         interpolation: ``"slerp"`` (default), ``"linear"`` or ``"mask"``.
-        alpha: interpolation weight in [0, 1]; 0 gives iFID == rFID.
-        k: number of nearest neighbours to pick one from (k > 1: a seeded random pick).
-        pick: how to pick among k: ``"uniform"`` or ``"softmax"`` over -distance.
+        alpha: interpolation weight in [0, 1] (default 0.5); 0 gives iFID == rFID.
+        k: number of nearest neighbours to pick one from (default 1; k > 1: a seeded random
+            pick).
+        pick: how one of the k is picked: ``"uniform"`` (default); ``"softmax_mse"``, the
+            official rule: candidate j with probability softmax(-MSE_j), MSE_j the mean squared
+            difference per latent element between the query and candidate j on the raw latents
+            (whatever distance found the k); or ``"softmax_distance"``: softmax of minus the
+            search distance (cosine distances in [0, 2] make it nearly uniform).
         bank: a :class:`LatentBank` of reference latents, or None to use the query images
             themselves as the reference (all latents are kept until ``compute``; self excluded).
         index: nearest-neighbour index: ``"auto"``, ``"exact"``, a faiss kind (``"ivf"``,
@@ -64,10 +154,14 @@ class InterpolatedFID(Metric):
             linear.
         compute_rfid: also compute rFID (one batched decode of 2B latents instead of B).
         input_range: (low, high) value range of the images; decodes are clamped to it.
-        sample_posterior: use a posterior sample instead of its mean.
-        preset: ``"paper"`` sets the official protocol (posterior sample, k=10, softmax pick).
-        reset_real_features: when False, real-image statistics are computed on the first round
-            only and kept across ``reset()`` (later updates skip the real feature pass).
+        sample_posterior: use a posterior sample instead of its mean (default False).
+        preset: ``"paper"`` sets the official protocol (posterior sample, k=10,
+            ``pick="softmax_mse"``, slerp, alpha 0.5). An argument that contradicts the preset is
+            an error; :attr:`settings` records what runs.
+        reset_real_features: when False, the real-image statistics of the first round that
+            was computed are kept across ``reset()``: caching starts at the reset that ends that
+            round (never mid-round), and later rounds skip the real feature pass, so they must
+            use the same query images.
         seed: seed of the random choices (posterior sampling, mask positions, top-k pick).
         range_tolerance: how far outside ``input_range`` input images may stray before an error.
         auto_refresh_index: rebuild the neighbour index whenever the bank changed since it was
@@ -94,16 +188,16 @@ class InterpolatedFID(Metric):
         *,
         vae: Any = None,
         feature: str | torch.nn.Module = "inception",
-        interpolation: str = "slerp",
-        alpha: float = 0.5,
-        k: int = 1,
-        pick: str = "uniform",
+        interpolation: str | None = None,
+        alpha: float | None = None,
+        k: int | None = None,
+        pick: str | None = None,
         bank: LatentBank | None = None,
         index: str = "auto",
         distance: str | None = None,
         compute_rfid: bool = True,
         input_range: tuple[float, float] = (-1.0, 1.0),
-        sample_posterior: bool = False,
+        sample_posterior: bool | None = None,
         preset: str | None = None,
         reset_real_features: bool = True,
         seed: int = 0,
@@ -113,51 +207,51 @@ class InterpolatedFID(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(
-                    f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}."
-                )
-            settings = PRESETS[preset]
-            sample_posterior, k, pick = (
-                settings["sample_posterior"],
-                settings["k"],
-                settings["pick"],
-            )
-            interpolation, alpha = settings["interpolation"], settings["alpha"]
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}."
-            )
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
-        if pick not in _PICKS:
-            raise ValueError(f"pick must be one of {_PICKS}, got {pick!r}.")
-        if distance is None:
-            distance = "sqeuclidean" if interpolation == "linear" else "cosine"
-        if distance not in _DISTANCES:
-            raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
+        settings = resolve_settings(
+            preset,
+            interpolation=interpolation,
+            alpha=alpha,
+            k=k,
+            pick=pick,
+            sample_posterior=sample_posterior,
+            distance=distance,
+        )
         if bank is not None and not isinstance(bank, LatentBank):
-            raise TypeError(f"bank must be a LatentBank or None, got {type(bank).__name__}.")
+            raise TypeError(
+                f"bank must be a LatentBank or None, got {type(bank).__name__}; put reference "
+                "latents in one with bank = LatentBank(capacity=n); bank.add(latents)."
+            )
         low, high = (float(v) for v in input_range)
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}.")
         if not isinstance(reset_real_features, bool):
-            raise ValueError("reset_real_features must be a bool.")
+            raise ValueError(
+                f"reset_real_features must be True or False, got {reset_real_features!r}."
+            )
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seed must be an int, got {seed!r}; e.g. seed=0.")
+        if not float(range_tolerance) >= 0.0:
+            raise ValueError(
+                f"range_tolerance must be >= 0 (how far images may stray outside input_range), "
+                f"got {range_tolerance!r}."
+            )
+        # An unknown index kind is named now, not at the first update().
+        NeighborIndex(index=index, distance=settings["distance"], seed=seed)
 
         self.vae = VAEAdapter(
-            vae=vae, encoder=encoder, decoder=decoder, sample_posterior=sample_posterior
+            vae=vae,
+            encoder=encoder,
+            decoder=decoder,
+            sample_posterior=settings["sample_posterior"],
         )
         self.feature_net = resolve_feature(feature, (low, high))
-        self.interpolation = interpolation
-        self.alpha = float(alpha)
-        self.k = k
-        self.pick = pick
+        self.interpolation = settings["interpolation"]
+        self.alpha = settings["alpha"]
+        self.k = settings["k"]
+        self.pick = settings["pick"]
         self.bank = bank
         self.index = index
-        self.distance = distance
+        self.distance = settings["distance"]
         self.compute_rfid = bool(compute_rfid)
         self.input_range = (low, high)
         self.preset = preset
@@ -165,9 +259,16 @@ class InterpolatedFID(Metric):
         self.seed = int(seed)
         self.range_tolerance = float(range_tolerance)
         self.auto_refresh_index = bool(auto_refresh_index)
+        # Only for calls without positions (e.g. neighbors() on its own); update() draws every
+        # random choice from generators keyed by each query's position.
         self._generator = torch.Generator().manual_seed(self.seed)
+        self._queries_seen = 0  # queries of this round on this process (default positions)
         self._channels: int | None = None
         self._real_cached = False
+        self._round_computed = False
+        # (real covariance, its square root) of the last compute(): iFID and rFID share it and
+        # later rounds with cached real statistics reuse it.
+        self._sqrt_cache: tuple[Tensor, Tensor] | None = None
         self._index: NeighborIndex | None = None
         self._index_version = -1
         # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
@@ -190,40 +291,98 @@ class InterpolatedFID(Metric):
             )
         # Only used without a bank: the queries are their own reference, searched at compute().
         self.add_state("query_latents", [], dist_reduce_fx="cat")
+        # Their positions, which seed each query's random choices (see update()).
+        self.add_state("query_positions", [], dist_reduce_fx="cat")
         # Keep the feature network's weights out of checkpoints of whatever holds this metric.
         self._register_state_dict_hook(_drop_feature_net_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_feature_net_keys)
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings that run (for logs, hparams and JSON reports): preset, interpolation,
+        alpha, k, pick, sample_posterior, distance, index, seed, compute_rfid, input_range,
+        reset_real_features and the feature network's name."""
+        return {
+            "preset": self.preset,
+            "interpolation": self.interpolation,
+            "alpha": self.alpha,
+            "k": self.k,
+            "pick": self.pick,
+            "sample_posterior": self.vae.sample_posterior,
+            "distance": self.distance,
+            "index": self.index,
+            "seed": self.seed,
+            "compute_rfid": self.compute_rfid,
+            "input_range": list(self.input_range),
+            "reset_real_features": self.reset_real_features,
+            "feature": _feature_name(self.feature_net),
+        }
+
     # ------------------------------------------------------------------ torchmetrics API
-    def update(self, images: Tensor, ids: Tensor | None = None) -> None:
+    def update(
+        self, images: Tensor, ids: Tensor | None = None, positions: Tensor | None = None
+    ) -> None:
         """Encode a batch of query images, interpolate with their neighbours, decode, accumulate.
 
         Args:
             images: (B, C, H, W) float images in ``input_range``, on the metric's device.
             ids: optional (B,) int64 ids of these images in the bank, so that a bank that
                 contains the queries never returns a query as its own neighbour.
+            positions: optional (B,) int64 global positions (or any unique ids) of these images
+                in the query set, e.g. dataset indices. A query's random choices (posterior
+                sample, top-k pick, mask positions) are drawn from ``(seed, position)`` alone, so
+                they do not depend on batching, rank, world size or resumes. Default: the
+                query's running position in this round, dealt across ranks as
+                ``DistributedSampler`` deals a dataset (rank r's j-th image is position
+                ``j * world_size + r``).
         """
         self._check_images(images)
-        if ids is not None:
-            ids = torch.as_tensor(ids).reshape(-1).to(torch.long)
-            if ids.numel() != images.shape[0]:
-                raise ValueError(
-                    f"got {ids.numel()} ids for {images.shape[0]} images; pass one id per image."
-                )
+        batch = images.shape[0]
+        ids = _as_ids("ids", ids, batch)
+        positions = _as_ids("positions", positions, batch)
+        if positions is None:
+            positions = self._next_positions(batch)
         with torch.no_grad():
-            z = self._encode(images)
+            z = self._encode(images, positions)
+            if not self._self_reference:
+                self._check_latents_fit_bank(images, z)
             # Everything below is computed before any state changes, so a failure leaves it intact.
             new: dict[str, Tensor] = {}
             if not self._real_cached:
                 new.update(self._feature_sums("real", self._features(images)))
             if self._self_reference:
                 self._accumulate(new)
-                self.query_latents.append(z.detach().to(torch.float32).reshape(z.shape[0], -1))
+                self.query_latents.append(z.detach().to(torch.float32).reshape(batch, -1))
+                self.query_positions.append(positions.to(self.device))
                 self._latent_shape = tuple(z.shape[1:])
-                return
-            z_nn, _ = self.neighbors(z, exclude=ids)
-            new.update(self._decode_and_featurize(z, z_nn, self._generator))
-        self._accumulate(new)
+            else:
+                z_nn, _ = self.neighbors(
+                    z, exclude=ids, generator=self._generators(positions, "pick")
+                )
+                new.update(
+                    self._decode_and_featurize(
+                        z, z_nn, self._generators(positions, "mask"), images.shape[1]
+                    )
+                )
+                self._accumulate(new)
+        # Learned only now that the whole batch went through.
+        self._channels = images.shape[1]
+        self._queries_seen += batch
+
+    def _next_positions(self, batch: int) -> Tensor:
+        """Running positions of the next ``batch`` queries of this round, dealt across ranks."""
+        world, rank = world_and_rank() if self.sync_on_compute else (1, 0)
+        local = torch.arange(self._queries_seen, self._queries_seen + batch, dtype=torch.long)
+        return local * world + rank
+
+    def _generators(self, positions: Tensor, stream: str) -> list[torch.Generator] | None:
+        """Per-query generators for one kind of choice, or None when that choice is not random."""
+        needed = {
+            "pick": self.k > 1,
+            "mask": self.interpolation == "mask",
+            "posterior": self.vae.sample_posterior,
+        }[stream]
+        return keyed_generators(self.seed, positions, stream) if needed else None
 
     def compute(self) -> dict[str, Tensor]:
         """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}``.
@@ -246,28 +405,49 @@ class InterpolatedFID(Metric):
         mu_r, sigma_r = gaussian_statistics(
             self.real_features_sum, self.real_features_cov_sum, self.real_num_samples
         )
-        if not self.reset_real_features:
-            self._real_cached = True
+        # The real statistics of this round are complete only when the round ends: reset()
+        # starts caching them, so updates after a mid-round compute() still add real images.
+        self._round_computed = True
         out = {}
+        root = self._real_sqrt(sigma_r)
         mu_i, sigma_i = gaussian_statistics(
             sums["interp_features_sum"], sums["interp_features_cov_sum"], sums["interp_num_samples"]
         )
-        out["ifid"] = frechet_distance(mu_r, sigma_r, mu_i, sigma_i)
+        out["ifid"] = frechet_distance(mu_r, sigma_r, mu_i, sigma_i, sqrt_sigma1=root)
         if self.compute_rfid:
             mu_c, sigma_c = gaussian_statistics(
                 sums["recon_features_sum"],
                 sums["recon_features_cov_sum"],
                 sums["recon_num_samples"],
             )
-            out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c)
+            out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c, sqrt_sigma1=root)
         return out
+
+    def _real_sqrt(self, sigma_r: Tensor) -> Tensor:
+        """Square root of the real covariance, recomputed only when that covariance changed.
+
+        The cache is keyed on the covariance itself (compared exactly), so no path that changes
+        the real statistics (updates, a load, a DDP sync) can leave a stale root.
+        """
+        sigma = sigma_r.detach().to("cpu", torch.float64)
+        cached = self._sqrt_cache
+        if cached is not None and cached[0].shape == sigma.shape and torch.equal(cached[0], sigma):
+            return cached[1]
+        root = frechet.psd_sqrt(sigma)
+        self._sqrt_cache = (sigma.clone(), root)
+        return root
 
     def reset(self) -> None:
         """Clear the accumulated queries; real statistics survive when ``reset_real_features=False``."""
-        if self.reset_real_features or not self._real_cached:
+        self._channels = None
+        self._queries_seen = 0
+        keep_real = not self.reset_real_features and (self._real_cached or self._round_computed)
+        self._round_computed = False
+        if not keep_real:
             super().reset()
             self._real_cached = False
             return
+        self._real_cached = True
         kept = {
             key: getattr(self, key)
             for key in ("real_features_sum", "real_features_cov_sum", "real_num_samples")
@@ -295,20 +475,24 @@ class InterpolatedFID(Metric):
         give the global sums to one rank and zeros to the others: states are summed at sync.
         """
         if stats is None:
-            self._real_cached = False
+            self._real_cached = self._round_computed = False
             for key in self.REAL_STATES:
                 setattr(self, key, torch.zeros_like(getattr(self, key)))
             return
         missing = set(self.REAL_STATES) - set(stats)
         if missing:
-            raise ValueError(f"real statistics are missing {sorted(missing)}.")
+            raise ValueError(
+                f"real statistics are missing {sorted(missing)}; pass the dict that "
+                f"real_statistics() returns (keys {list(self.REAL_STATES)})."
+            )
         values = {key: torch.as_tensor(stats[key]) for key in self.REAL_STATES}
         expected = {key: getattr(self, key).shape for key in self.REAL_STATES}
         for key, value in values.items():
             if value.shape != expected[key]:
                 raise ValueError(
                     f"{key} has shape {tuple(value.shape)}, expected {tuple(expected[key])}: the "
-                    "statistics come from a feature network of another dimension."
+                    "statistics come from a feature network of another dimension; load statistics "
+                    "computed with this metric's feature network."
                 )
         for key, value in values.items():
             setattr(self, key, value.to(self.device, getattr(self, key).dtype))
@@ -409,30 +593,58 @@ class InterpolatedFID(Metric):
             )
         dist, found = self._index.search(flat, k=self.k, exclude=exclude)
         if self.k > 1:
-            choice = pick_neighbor(
-                dist.cpu(), found.cpu(), pick=self.pick, generator=generator or self._generator
-            )
+            choice = self._pick(z, dist, found, generator or self._generator)
         else:
             choice = found[:, 0].cpu()
         z_nn = self._lookup(choice).to(z.device, z.dtype).reshape(z.shape)
         return z_nn, choice
 
+    def _pick(self, z: Tensor, dist: Tensor, found: Tensor, generator: Any) -> Tensor:
+        """One of the k candidates ``found`` (B, k) of each latent, by ``self.pick``."""
+        if self.pick != "softmax_mse":
+            rule = "softmax" if self.pick == "softmax_distance" else "uniform"
+            return pick_neighbor(dist.cpu(), found.cpu(), pick=rule, generator=generator)
+        # The official weights: mean squared difference per latent element on the raw latents.
+        batch, k = found.shape
+        flat = z.reshape(batch, 1, -1).to(torch.float32)
+        candidates = self._lookup(found.reshape(-1)).to(flat.device, torch.float32)
+        mse = (candidates.reshape(batch, k, -1) - flat).pow(2).mean(dim=2)
+        return pick_neighbor(mse.cpu(), found.cpu(), pick="softmax", generator=generator)
+
     # ------------------------------------------------------------------ internals
     def _check_images(self, images: Tensor) -> None:
         if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
+            raise TypeError(
+                f"images must be a torch.Tensor, got {type(images).__name__}; convert them with "
+                "torch.as_tensor(...) (shape (B, C, H, W), float, in input_range)."
+            )
         if images.ndim != 4:
-            raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}.")
+            hint = (
+                "; add the batch dimension with images.unsqueeze(0)"
+                if images.ndim == 3
+                else "; stack single images into one (B, C, H, W) batch"
+            )
+            raise ValueError(
+                f"images must have shape (B, C, H, W), got {tuple(images.shape)}{hint}."
+            )
         if images.shape[0] == 0:
-            raise ValueError("images is an empty batch.")
+            raise ValueError("images is an empty batch (B = 0); skip empty batches.")
         if not images.is_floating_point():
             raise TypeError(
                 f"images must be floating point in input_range={self.input_range}, got "
                 f"{images.dtype}; convert uint8 images with images.float() / 127.5 - 1."
             )
+        # (B, H, W, C): a last axis of 1/3/4 channels behind two image-sized axes.
+        if images.shape[-1] in (1, 3, 4) and min(images.shape[1:3]) > 4:
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} look channels-last (B, H, W, C); the "
+                "metric takes (B, C, H, W): use images.permute(0, 3, 1, 2)."
+            )
         if self._channels is not None and images.shape[1] != self._channels:
             raise ValueError(
-                f"images have {images.shape[1]} channels but earlier batches had {self._channels}."
+                f"images have {images.shape[1]} channels but earlier batches of this round had "
+                f"{self._channels}; pass images of one channel count per round (reset() starts a "
+                "new round)."
             )
         if images.device != self.device:
             raise ValueError(
@@ -442,10 +654,15 @@ class InterpolatedFID(Metric):
         vae_device = self.vae.device()
         if vae_device is not None and vae_device != images.device:
             raise ValueError(
-                f"images are on {images.device} but the VAE is on {vae_device}; move one of them."
+                f"images are on {images.device} but the VAE is on {vae_device}; move the VAE "
+                f"(vae.to({str(images.device)!r})) or the images and the metric to {vae_device}."
             )
         if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or Inf.")
+            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+            raise ValueError(
+                f"images contain NaN or Inf ({bad} of {images.shape[0]} images); fix or drop those "
+                "images (check the data loading and normalisation) before update()."
+            )
         low, high = self.input_range
         lo, hi = float(images.min()), float(images.max())
         if lo < low - self.range_tolerance or hi > high + self.range_tolerance:
@@ -453,16 +670,37 @@ class InterpolatedFID(Metric):
                 f"images span [{lo:.4g}, {hi:.4g}] but input_range is {self.input_range}; rescale "
                 "them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
             )
-        self._channels = images.shape[1]
 
-    def _encode(self, images: Tensor) -> Tensor:
-        z = self.vae.encode(
-            images, generator=self._generator if self.vae.sample_posterior else None
+    def _check_latents_fit_bank(self, images: Tensor, z: Tensor) -> None:
+        """Latents of another shape than the bank's: say whether the image size is the cause."""
+        bank = self.bank
+        if bank is None or len(bank) == 0 or bank.latent_shape == tuple(z.shape[1:]):
+            return
+        size = tuple(images.shape[-2:])
+        raise ValueError(
+            f"images of size {size[0]}x{size[1]} give latents of shape {tuple(z.shape[1:])} but "
+            f"the bank holds latents of shape {bank.latent_shape}: evaluate images of the size "
+            "(and channels) the bank's latents were made from (resize or crop them), or fill the "
+            "bank with this VAE's latents of images like these."
         )
+
+    def _encode(
+        self, images: Tensor, positions: Tensor | None = None, stream: str = "posterior"
+    ) -> Tensor:
+        """Latents of ``images``; posterior samples drawn per image from ``(seed, stream,
+        position)`` (or, without positions, from the metric's running generator)."""
+        if not self.vae.sample_posterior:
+            generator = None
+        elif positions is None:
+            generator = self._generator
+        else:
+            generator = keyed_generators(self.seed, positions, stream)
+        z = self.vae.encode(images, generator=generator)
         if not isinstance(z, Tensor) or z.ndim < 2 or z.shape[0] != images.shape[0]:
             raise ValueError(
                 f"The encoder must return one latent per image, shape (B, ...); got "
-                f"{getattr(z, 'shape', type(z).__name__)} for {images.shape[0]} images."
+                f"{getattr(z, 'shape', type(z).__name__)} for {images.shape[0]} images; return "
+                "the latents (or a posterior) batched like the images."
             )
         if not torch.isfinite(z).all():
             raise ValueError(
@@ -470,13 +708,19 @@ class InterpolatedFID(Metric):
             )
         return z
 
-    def _decode(self, z: Tensor) -> Tensor:
+    def _decode(self, z: Tensor, channels: int | None = None) -> Tensor:
         x = self.vae.decode(z)
         if x.ndim != 4 or x.shape[0] != z.shape[0]:
-            raise ValueError(f"The decoder must return images (B, C, H, W); got {tuple(x.shape)}.")
-        if self._channels is not None and x.shape[1] != self._channels:
             raise ValueError(
-                f"The decoder returns {x.shape[1]} channels but the images have {self._channels}."
+                f"The decoder must return one image per latent, (B, C, H, W); got "
+                f"{tuple(x.shape)} for {z.shape[0]} latents; return the decoded images batched "
+                "(or a diffusers DecoderOutput)."
+            )
+        channels = channels if channels is not None else self._channels
+        if channels is not None and x.shape[1] != channels:
+            raise ValueError(
+                f"The decoder returns {x.shape[1]} channels but the images have {channels}; "
+                "use a decoder that returns images like the encoder takes."
             )
         if not torch.isfinite(x).all():
             raise ValueError("The decoder returned NaN or Inf; check the VAE's weights.")
@@ -486,20 +730,26 @@ class InterpolatedFID(Metric):
         f = self.feature_net(images)
         if f.ndim != 2 or f.shape != (images.shape[0], self.num_features):
             raise ValueError(
-                f"The feature network must return (B, {self.num_features}); got {tuple(f.shape)}."
+                f"The feature network must return (B, {self.num_features}) = "
+                f"({images.shape[0]}, {self.num_features}); got {tuple(f.shape)}; return one "
+                "flat feature vector per image, and pass num_features= (or a num_features "
+                "attribute) equal to its length."
             )
         if not torch.isfinite(f).all():
-            raise ValueError("The feature network returned NaN or Inf.")
+            raise ValueError(
+                "The feature network returned NaN or Inf; check its weights and that it takes "
+                f"images in input_range={self.input_range}."
+            )
         return f.to(torch.float64)
 
     def _decode_and_featurize(
-        self, z: Tensor, z_nn: Tensor, generator: torch.Generator
+        self, z: Tensor, z_nn: Tensor, generator: Any, channels: int | None = None
     ) -> dict[str, Tensor]:
         """Decode [z, interpolant] in one call, extract features in one pass, return the sums."""
         z_hat = interpolate(z, z_nn, self.interpolation, self.alpha, generator=generator)
         batch = z.shape[0]
         latents = torch.cat([z, z_hat]) if self.compute_rfid else z_hat
-        feats = self._features(self._decode(latents))
+        feats = self._features(self._decode(latents, channels))
         sums = self._feature_sums("interp", feats[-batch:])
         if self.compute_rfid:
             sums.update(self._feature_sums("recon", feats[:batch]))
@@ -527,24 +777,45 @@ class InterpolatedFID(Metric):
             raise ValueError(
                 f"Without a bank the queries are their own reference; need >= 2, got {n}."
             )
+        positions = self.query_positions
+        if isinstance(positions, list):
+            positions = torch.cat(positions) if positions else torch.empty(0, dtype=torch.long)
         shape = getattr(self, "_latent_shape", (latents.shape[1],))
         ids = torch.arange(n, device=latents.device)
+        try:
+            return self._search_own_queries(latents, ids, positions.cpu(), shape, sums)
+        finally:
+            # The index and its snapshot hold a copy of every query latent: free them now.
+            self._index, self._lookup = None, None
+
+    def _search_own_queries(
+        self,
+        latents: Tensor,
+        ids: Tensor,
+        positions: Tensor,
+        shape: tuple[int, ...],
+        sums: dict[str, Tensor],
+    ) -> dict[str, Tensor]:
+        n = latents.shape[0]
         self.refresh_index(latents, ids)
         world, rank = world_and_rank() if self._is_synced else (1, 0)
         chunk = 64
         partial = {key: torch.zeros_like(value) for key, value in sums.items()}
-        # Chunk c goes to rank c % world with its own seed: results do not depend on world size.
+        # Chunk c goes to rank c % world; each query's random choices come from its position,
+        # so the results depend neither on the world size nor on the order of the gathered rows.
         for c, start in enumerate(range(0, n, chunk)):
             if c % world != rank:
                 continue
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + c)
+            part = positions[start : start + chunk]
             z = latents[start : start + chunk].to(self.device).reshape(-1, *shape)
-            z_nn, _ = self.neighbors(z, exclude=ids[start : start + chunk], generator=gen)
-            for key, value in self._decode_and_featurize(z, z_nn, gen).items():
+            z_nn, _ = self.neighbors(
+                z, exclude=ids[start : start + chunk], generator=self._generators(part, "pick")
+            )
+            mask = self._generators(part, "mask")
+            for key, value in self._decode_and_featurize(z, z_nn, mask).items():
                 partial[key] = partial[key] + value.to(partial[key].device)
         if world > 1:
             partial = {key: all_reduce_sum(value) for key, value in partial.items()}
-        self._index = None
         return partial
 
 
@@ -558,6 +829,27 @@ def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]
         return vectors[pos.to(vectors.device)]
 
     return lookup
+
+
+def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:
+    """(B,) int64 CPU tensor of per-image ids or positions, or None."""
+    if values is None:
+        return None
+    values = torch.as_tensor(values)
+    if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be integers (int64), got {values.dtype}; convert with {name}.long()."
+        )
+    values = values.reshape(-1).to("cpu", torch.long)
+    if values.numel() != batch:
+        raise ValueError(
+            f"got {values.numel()} {name} for {batch} images; pass one per image, shape ({batch},)."
+        )
+    return values
+
+
+def _feature_name(net: torch.nn.Module) -> str:
+    return "inception" if isinstance(net, InceptionFeatures) else type(net).__name__
 
 
 def _feature_dim(net: torch.nn.Module) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,10 @@ class VAEAdapter:
 
     Latents are used as the VAE returns them, without ``scaling_factor``/``shift_factor``: nearest
     neighbours and interpolation are defined on the raw latent space.
+
+    Inputs are cast to the dtype of the VAE's weights (found on the VAE or on the modules behind
+    the callables); from half-precision (fp16/bf16) VAEs latents and decoded images come back as
+    float32, so search, interpolation and features run in full precision.
 
     Args:
         vae: an object with ``encode`` and ``decode`` methods (e.g. ``diffusers.AutoencoderKL``).
@@ -63,6 +67,15 @@ class VAEAdapter:
         self._decoder = decoder
         self.sample_posterior = bool(sample_posterior)
 
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """Floating dtype of the VAE's weights, or None when no module is visible."""
+        for module in self.modules():
+            dtype = module_dtype(module)
+            if dtype is not None:
+                return dtype
+        return None
+
     def modules(self) -> list[torch.nn.Module]:
         """The nn.Modules behind the callables (used for device checks)."""
         found = []
@@ -83,13 +96,29 @@ class VAEAdapter:
                 return p.device
         return None
 
-    def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Images (B, C, H, W) -> latents (B, ...) (posterior mean unless ``sample_posterior``)."""
-        return self._latents_from(self._encoder(images), generator)
+    def encode(
+        self, images: Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+    ) -> Tensor:
+        """Images (B, C, H, W) -> latents (B, ...) (posterior mean unless ``sample_posterior``);
+        float32 latents from a half-precision VAE.
+
+        Args:
+            images: (B, C, H, W) images.
+            generator: for ``sample_posterior``: one generator for the batch (passed to the
+                posterior's ``sample``), or B generators, one per image: image i's latent is then
+                ``mean_i + std_i * eps_i`` with ``eps_i`` drawn from generator i alone, so it does
+                not depend on the batch the image is in (needs a posterior with ``.mean`` and
+                ``.std`` or ``.stddev``).
+        """
+        dtype, half = self.dtype, _half(self.dtype)
+        out = _run("encoder", self._encoder, images.to(dtype) if dtype is not None else images)
+        z = self._latents_from(out, generator)
+        return z.float() if half and isinstance(z, Tensor) and z.dtype == half else z
 
     def decode(self, latents: Tensor) -> Tensor:
-        """Latents (B, ...) -> images (B, C, H, W)."""
-        out = self._decoder(latents)
+        """Latents (B, ...) -> images (B, C, H, W); float32 images from a half-precision VAE."""
+        dtype = self.dtype
+        out = _run("decoder", self._decoder, latents.to(dtype) if dtype is not None else latents)
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = getattr(out, "sample", out)
@@ -98,7 +127,7 @@ class VAEAdapter:
                 f"The decoder returned {type(out).__name__}; expected a tensor or an object with a "
                 "`.sample` tensor (diffusers DecoderOutput)."
             )
-        return out
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
     def _latents_from(self, out: Any, generator: torch.Generator | None) -> Tensor:
         if isinstance(out, (tuple, list)):
@@ -110,18 +139,77 @@ class VAEAdapter:
         if isinstance(out, Tensor):
             return out
         if hasattr(out, "mean") and hasattr(out, "sample"):  # a Gaussian posterior
-            if self.sample_posterior:
-                return (
-                    out.sample(generator=generator)
-                    if _accepts_generator(out.sample)
-                    else out.sample()
-                )
-            return out.mean
+            if not self.sample_posterior:
+                return out.mean
+            if generator is not None and not isinstance(generator, torch.Generator):
+                return _sample_per_image(out, list(generator))
+            return (
+                out.sample(generator=generator) if _accepts_generator(out.sample) else out.sample()
+            )
         raise TypeError(
             f"Cannot read latents from the encoder output of type {type(out).__name__}; return a "
             "tensor, a posterior with .mean/.sample(), or an object with .latent_dist / .latents / "
             ".latent, or pass encoder=<callable returning a tensor>."
         )
+
+
+def _sample_per_image(posterior: Any, generators: list[torch.Generator]) -> Tensor:
+    """mean + std * eps with each image's eps drawn from its own generator (on the CPU)."""
+    mean = posterior.mean
+    std = getattr(posterior, "std", None)
+    if not isinstance(std, Tensor):
+        std = getattr(posterior, "stddev", None)
+    if not isinstance(mean, Tensor) or not isinstance(std, Tensor):
+        raise TypeError(
+            f"sample_posterior=True draws each image's sample itself and needs a posterior with "
+            f".mean and .std (or .stddev) tensors; {type(posterior).__name__} has none. Return "
+            "such a posterior (e.g. diffusers' DiagonalGaussianDistribution), or sample inside "
+            "your encoder and leave sample_posterior=False."
+        )
+    if len(generators) != mean.shape[0]:
+        raise ValueError(f"got {len(generators)} generators for {mean.shape[0]} images.")
+    work = torch.float64 if mean.dtype == torch.float64 else torch.float32
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=work) for g in generators])
+    return mean.to(work) + std.to(work) * eps.to(mean.device)
+
+
+def module_dtype(module: Any) -> torch.dtype | None:
+    """Floating dtype of a module's first floating parameter, or None (no module, no weights)."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+# How torch words a clash between an input's dtype and a module's weights.
+_DTYPE_CLASH = (
+    "should be the same",
+    "expected scalar type",
+    "must have the same dtype",
+    "expected both",
+    "expected mat1 and mat2",
+)
+
+
+def _half(dtype: torch.dtype | None) -> torch.dtype | None:
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _run(what: str, fn: Callable[[Tensor], Any], x: Tensor) -> Any:
+    """Call the encoder/decoder; a dtype clash it cannot see coming gets a message with the fix."""
+    try:
+        return fn(x)
+    except RuntimeError as exc:
+        text = str(exc)
+        if any(sign in text for sign in _DTYPE_CLASH):
+            raise TypeError(
+                f"The {what} got {x.dtype} input but computes in another dtype ({text}). Pass "
+                "vae=<the nn.Module> (or callables bound to it) so the metric can see its weights "
+                "and cast images in and latents/images out, or cast inside your callable."
+            ) from exc
+        raise
 
 
 def _accepts_generator(fn: Callable[..., Any]) -> bool:

@@ -115,7 +115,7 @@ def test_topk_pick_is_seeded_and_preset_paper():
     assert float(a.compute()["ifid"]) == float(b.compute()["ifid"])
     assert float(a.compute()["ifid"]) != float(c.compute()["ifid"])
     paper = make_metric(bank=bank, preset="paper")
-    assert (paper.k, paper.pick, paper.vae.sample_posterior) == (10, "softmax", True)
+    assert (paper.k, paper.pick, paper.vae.sample_posterior) == (10, "softmax_mse", True)
 
 
 def test_real_statistics_cached_across_resets():

@@ -6,7 +6,9 @@ import torch
 from torch import Tensor
 
 
-def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> Tensor:
+def frechet_distance(
+    mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor, *, sqrt_sigma1: Tensor | None = None
+) -> Tensor:
     r"""Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     .. math::
@@ -21,6 +23,9 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     Args:
         mu1, mu2: means, shape (d,).
         sigma1, sigma2: covariances, shape (d, d), symmetric positive semi-definite.
+        sqrt_sigma1: optional :func:`psd_sqrt` of ``sigma1`` (d, d), computed once and reused
+            when ``sigma1`` is fixed (the real images' statistics): it saves one of the two
+            d x d eigendecompositions of each distance.
 
     Returns:
         A float64 scalar tensor on the CPU, >= 0 (rounding below zero is clipped to 0).
@@ -39,7 +44,15 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
             raise ValueError(
                 f"{name} contains NaN or Inf; the features it was computed from are not finite."
             )
-    sqrt_s1 = _psd_sqrt(sigma1)
+    if sqrt_sigma1 is None:
+        sqrt_s1 = psd_sqrt(sigma1)
+    else:
+        sqrt_s1 = torch.as_tensor(sqrt_sigma1).detach().to("cpu", torch.float64)
+        if sqrt_s1.shape != (d, d) or not torch.isfinite(sqrt_s1).all():
+            raise ValueError(
+                f"sqrt_sigma1 must be the finite (d, d) = ({d}, {d}) square root of sigma1, got "
+                f"shape {tuple(sqrt_s1.shape)}; compute it with psd_sqrt(sigma1)."
+            )
     middle = sqrt_s1 @ sigma2 @ sqrt_s1
     middle = (middle + middle.T) / 2
     tr_covmean = torch.linalg.eigvalsh(middle).clamp_min(0).sqrt().sum()
@@ -48,7 +61,12 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     return value.clamp_min(0.0)
 
 
-def _psd_sqrt(sigma: Tensor) -> Tensor:
+def psd_sqrt(sigma: Tensor) -> Tensor:
+    """Symmetric square root of a positive semi-definite (d, d) matrix, float64 on the CPU.
+
+    Negative eigenvalues (rounding) are clipped to zero.
+    """
+    sigma = torch.as_tensor(sigma).detach().to("cpu", torch.float64)
     sym = (sigma + sigma.T) / 2
     eigvals, eigvecs = torch.linalg.eigh(sym)
     return (eigvecs * eigvals.clamp_min(0).sqrt()) @ eigvecs.T

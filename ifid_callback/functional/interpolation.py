@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -19,7 +20,7 @@ def interpolate(
     z_nn: Tensor,
     method: InterpolationMethod = "slerp",
     alpha: float = 0.5,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Interpolate each latent towards its neighbour.
 
@@ -35,7 +36,9 @@ def interpolate(
             (all channels of a position together; for (B, D) latents each entry is a position),
             chosen at random per sample with ``generator``.
         alpha: interpolation weight in [0, 1]; 0 returns ``z``, 1 returns ``z_nn``.
-        generator: random source for ``"mask"``; unused by the other methods.
+        generator: random source for ``"mask"`` (unused by the other methods): one generator
+            for the batch, or a sequence of B generators, one per sample, so that a sample's mask
+            depends only on its own generator (not on the batch it is in).
 
     Returns:
         Interpolated latents with the shape, dtype and device of ``z``.
@@ -80,13 +83,23 @@ def _slerp(z: Tensor, z_nn: Tensor, alpha: float) -> Tensor:
     return out.reshape(z.shape).to(z.dtype)
 
 
-def _mask_mix(z: Tensor, z_nn: Tensor, alpha: float, generator: torch.Generator | None) -> Tensor:
+def _mask_mix(
+    z: Tensor,
+    z_nn: Tensor,
+    alpha: float,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
+) -> Tensor:
     batch = z.shape[0]
     # Positions are the spatial sites of (B, C, *spatial) latents, or entries of (B, D) vectors.
     spatial = z.shape[2:] if z.ndim > 2 else z.shape[1:]
     positions = int(torch.Size(spatial).numel())
     taken = int(round(alpha * positions))
-    scores = torch.rand(batch, positions, generator=generator, device="cpu")
+    if generator is None or isinstance(generator, torch.Generator):
+        scores = torch.rand(batch, positions, generator=generator, device="cpu")
+    else:
+        if len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} latents; pass one each.")
+        scores = torch.stack([torch.rand(positions, generator=g) for g in generator])
     order = scores.argsort(dim=1)
     mask = torch.zeros(batch, positions, dtype=torch.bool)
     mask.scatter_(1, order[:, :taken], True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -214,7 +215,7 @@ def pick_neighbor(
     distances: Tensor,
     candidates: Tensor,
     pick: Literal["uniform", "softmax"] = "uniform",
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Choose one of the ``k`` candidate neighbours of each query.
 
@@ -222,13 +223,16 @@ def pick_neighbor(
         distances: (Q, k) finite distances of the candidates (as returned by the search).
         candidates: (Q, k) tensor of candidates (positions or ids, any dtype); same shape.
         pick: ``"uniform"``: each of the k with probability 1/k. ``"softmax"``: candidate j with
-            probability ``softmax(-distances)[j]``, as the paper's official code does (it uses the
-            per-element mean squared error as distance). That rule depends on the scale of the
-            distances: cosine distances (in [0, 2]) give nearly uniform picks, summed squared
-            distances of large latents give nearly always the closest; to match the official code
-            with ``"sqeuclidean"``, pass ``distances / D``.
-        generator: the random source, for reproducible picks; the draw is made on the
-            generator's device (CPU when None) and moved to the candidates' device.
+            probability ``softmax(-distances)[j]``. The rule depends on the scale of what is
+            passed: the paper's official code passes the mean squared difference per latent
+            element between the query and each candidate on the raw latents (whatever distance
+            found them), ``((z[:, None] - cand) ** 2).mean(-1)``, which is what
+            ``InterpolatedFID(pick="softmax_mse")`` does; cosine distances (in [0, 2]) give
+            nearly uniform picks.
+        generator: the random source, for reproducible picks: one generator for all rows (the
+            draw is made on its device, CPU when None, and moved to the candidates' device), or
+            a sequence of Q CPU generators, one per row, so that a row's pick depends only on its
+            own generator (not on the other rows of the call).
 
     Returns:
         (Q,) tensor: the chosen candidate of each row, dtype and device of ``candidates``. With
@@ -252,6 +256,18 @@ def pick_neighbor(
     num_q, k = distances.shape
     if k == 1:
         return candidates[:, 0].clone()
+    if generator is not None and not isinstance(generator, torch.Generator):
+        if len(generator) != num_q:
+            raise ValueError(f"got {len(generator)} generators for {num_q} rows; pass one per row.")
+        # One uniform draw per row from its own generator, then the inverse CDF (vectorised).
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generator])
+        if pick == "uniform":
+            col = (u * k).long().clamp_max(k - 1)
+        else:
+            probs = torch.softmax(-distances.detach().to("cpu", torch.float64), dim=1)
+            col = (probs.cumsum(dim=1) <= u[:, None]).sum(dim=1).clamp_max(k - 1)
+        col = col.to(candidates.device)
+        return candidates.gather(1, col[:, None]).squeeze(1)
     draw_device = generator.device if generator is not None else torch.device("cpu")
     if pick == "uniform":
         col = torch.randint(0, k, (num_q,), generator=generator, device=draw_device)

@@ -255,15 +255,17 @@ class LatentCollector:
             self.sources.load_state_dict(src)
 
     # ------------------------------------------------------------------ exact bank
-    def refill(self, encode: Callable[[Tensor], Tensor], batch_size: int, device: Any) -> None:
-        """Re-encode the bank's source images with ``encode`` (``exact_bank``), same ids."""
+    def refill(
+        self, encode: Callable[[Tensor, Tensor], Tensor], batch_size: int, device: Any
+    ) -> None:
+        """Re-encode the bank's source images (``exact_bank``): ``encode(images, ids)``."""
         state = self.sources.state_dict()  # rows in insertion order
         ids = state["ids"]
         images = state["vectors"].reshape(len(ids), *state["latent_shape"])
         parts = []
-        for chunk in images.split(batch_size):
+        for chunk, chunk_ids in zip(images.split(batch_size), ids.split(batch_size)):
             chunk = chunk.to(device, torch.float32)
-            parts.append(encode(chunk).detach().to(self.bank.device))
+            parts.append(encode(chunk, chunk_ids).detach().to(self.bank.device))
         # clear() keeps the id counter, so automatic ids stay unique after the refill.
         self.bank.clear()
         self.bank.add(torch.cat(parts), ids=ids)

@@ -72,8 +72,13 @@ class Evaluator:
         with self.using(adapter):
             self.metric.reset()
             self._apply_pending_real(rank)
+            # Global positions seed each image's random choices: equal on any world size.
+            positions = torch.arange(rank, self.eval_set.num, world)
+            done = 0
             for batch in self.eval_set.batches(rank, world):
-                self.metric.update(batch.to(device, torch.float32))
+                part = positions[done : done + batch.shape[0]]
+                self.metric.update(batch.to(device, torch.float32), positions=part)
+                done += batch.shape[0]
             values = self.metric.compute()
         if first_time:
             self.real_global = self._global_real_statistics(world)

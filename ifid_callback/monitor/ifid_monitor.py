@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from ifid_callback.bank import LatentBank
-from ifid_callback.diffusers_vae import vae_callables, vae_dtype
 from ifid_callback.distributed import all_reduce_int, world_and_rank
 from ifid_callback.grid import COLUMN_TITLES, image_grid
 from ifid_callback.metric import InterpolatedFID
@@ -26,6 +25,7 @@ from ifid_callback.monitor.evaluation import Evaluator
 from ifid_callback.monitor.grid_columns import grid_columns
 from ifid_callback.monitor.schedule import Schedule, is_int
 from ifid_callback.monitor.weights import WeightsSource, eval_mode
+from ifid_callback.randomness import keyed_generators
 from ifid_callback.vae import VAEAdapter
 
 __all__ = ["BOOKKEEPING_KEYS", "LATENT_SOURCES", "IFIDMonitor"]
@@ -196,10 +196,7 @@ class IFIDMonitor:
                     f"extra_vaes names become key suffixes (ifid_<name>): use identifiers such "
                     f"as 'ema' or 'raw', got {name!r}."
                 )
-        if vae is not None and vae_dtype(vae) not in (None, torch.float32):
-            # Half-precision VAE: cast images in and decodes out; explicit callables still win.
-            enc, dec = vae_callables(vae)
-            encoder, decoder = encoder or enc, decoder or dec
+        # Half-precision VAEs: the metric's VAEAdapter casts images in and latents/decodes out.
         self.metric = InterpolatedFID(
             encoder=encoder,
             decoder=decoder,
@@ -242,7 +239,6 @@ class IFIDMonitor:
         for name, source in extra_vaes.items():
             self.weights[f"_{name}"] = WeightsSource(source, sample_posterior)
         self.history: list[dict[str, float]] = []
-        self._generator = torch.Generator().manual_seed(self.seed + 1)
         self._index_rows = 0
         self._index_world = 1
         self._index_ready = False
@@ -367,13 +363,18 @@ class IFIDMonitor:
         return int(latents.shape[0])
 
     def _encode_subsample(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # Keyed by (seed, observe() call, rank): the counter is checkpointed, so a resumed run
+        # picks and samples exactly as an uninterrupted one.
+        _, rank = world_and_rank()
+        key = self.steps_observed * 65536 + rank
+        (generator,) = keyed_generators(self.seed, [key], "subsample")
         batch = images.shape[0]
         n = self.collector.subsample_size(batch)
         if n < batch:
-            pick = torch.randperm(batch, generator=self._generator)[:n].sort().values
+            pick = torch.randperm(batch, generator=generator)[:n].sort().values
             images = images[pick.to(images.device)]
         with self.evaluator.using(None) as vae:
-            latents = vae.encode(images)
+            latents = vae.encode(images, generator=generator)
         return latents, images
 
     # ------------------------------------------------------------------ index
@@ -402,7 +403,18 @@ class IFIDMonitor:
         device = self._place()
         if self.collector.sources is not None:
             with self.evaluator.using(adapter) as vae:
-                self.collector.refill(vae.encode, self.eval_batch_size, device)
+
+                def encode(chunk: Tensor, ids: Tensor) -> Tensor:
+                    # A row's posterior sample depends on its id only (not on when it is
+                    # re-encoded).
+                    gens = (
+                        keyed_generators(self.seed, ids, "reference")
+                        if vae.sample_posterior
+                        else None
+                    )
+                    return vae.encode(chunk, generator=gens)
+
+                self.collector.refill(encode, self.eval_batch_size, device)
             self.metric.bank = self.collector.bank
             self._index_encoder = adapter
         vectors, ids = self.collector.bank.gather()
@@ -513,13 +525,17 @@ class IFIDMonitor:
         device = self._place()
         x = self.eval_set.first(rows).to(device, torch.float32)
         with self.evaluator.using(adapter):
-            columns = grid_columns(self.metric, x, self.seed)
+            columns = grid_columns(self.metric, x)
         titles = COLUMN_TITLES if labels else None
         return image_grid(columns, self.input_range, titles=titles)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Bank, counters, cached real statistics and history (plain types and CPU tensors).
+
+        The random state is the counters: every random choice is keyed by the seed and a
+        position, an id or ``steps_observed``, so a restored monitor draws what an uninterrupted
+        one would.
 
         No collectives: under DDP each rank returns its own bank (frameworks save rank 0's).
         """

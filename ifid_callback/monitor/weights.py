@@ -6,10 +6,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
 from torch import nn
 
-from ifid_callback.diffusers_vae import vae_callables, vae_dtype
 from ifid_callback.vae import VAEAdapter
 
 __all__ = ["WeightsSource", "eval_mode", "unwrap_averaged", "vae_adapter"]
@@ -43,10 +41,7 @@ def unwrap_averaged(obj: Any) -> Any:
 
 
 def vae_adapter(vae: Any, sample_posterior: bool) -> VAEAdapter:
-    """A :class:`VAEAdapter` over ``vae``; fp16/bf16 VAEs get float32 images in and out."""
-    if vae_dtype(vae) not in (None, torch.float32):
-        enc, dec = vae_callables(vae)
-        return VAEAdapter(vae=vae, encoder=enc, decoder=dec, sample_posterior=sample_posterior)
+    """A :class:`VAEAdapter` over ``vae`` (it casts for fp16/bf16 VAEs)."""
     return VAEAdapter(vae=vae, sample_posterior=sample_posterior)
 
 
