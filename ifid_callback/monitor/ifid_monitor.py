@@ -505,7 +505,7 @@ class IFIDMonitor:
         return dict(self.history[-1]) if self.history else None
 
     # ------------------------------------------------------------------ looking at it
-    def render_grid(self, num_rows: int | None = None, labels: bool = False) -> Tensor:
+    def render_grid(self, num_rows: int | None = None, labels: bool = True) -> Tensor:
         """Rows of x | NN(x) | interpolant | reconstruction for the first evaluation images.
 
         NN(x) is the decoded nearest bank latent; the weights are ``eval_vae``'s. Uses the
