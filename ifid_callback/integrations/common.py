@@ -5,9 +5,12 @@ Framework-free, so the adapters keep only the translation of their framework's h
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import BOOKKEEPING_KEYS, IFIDMonitor
@@ -15,6 +18,8 @@ from ifid_callback.monitor import BOOKKEEPING_KEYS, IFIDMonitor
 __all__ = ["check_adapter_arguments", "find_vae", "logged_metrics"]
 
 VAE_KEYS = ("vae", "encoder", "decoder")
+#: The file a Hugging Face Trainer checkpoint keeps the monitor's state in.
+MONITOR_FILENAME = "ifid_monitor.pt"
 
 
 def check_adapter_arguments(owner: str, monitor: Any, monitor_kwargs: Mapping[str, Any]) -> None:
@@ -136,15 +141,25 @@ def check_best_metric(name: str | None, greater_is_better: bool | None) -> None:
 
 
 def validation_result(
-    monitor: IFIDMonitor, step: int | None, *, relog_last: bool
+    monitor: IFIDMonitor, step: int | None, relog_last: bool, key: str = "val/ifid"
 ) -> tuple[dict[str, float] | None, bool]:
-    """What a validation logs: ``(result, fresh)``.
+    """What a validation logs: ``(result, fresh)``, or ``(None, False)`` for nothing.
 
-    ``step=None`` (a stand-alone validation of loaded weights) always evaluates; during a fit an
-    evaluation runs when due (always without ``eval_every_n_steps``, and at the first
-    validation), otherwise the last result is logged again when ``relog_last``.
+    ``step=None`` (a stand-alone validation of loaded weights) evaluates with the bank at hand
+    (warning when there is none); during a fit an evaluation runs when due (always without
+    ``eval_every_n_steps``, and at the first validation), otherwise the last result is logged
+    again when ``relog_last``.
     """
     if step is None:
+        if len(monitor.bank) == 0:
+            warnings.warn(
+                f"There are no training latents to search, so trainer.validate() logs no "
+                f"{key!r}: validate after fit, or with ckpt_path= a checkpoint saved while the "
+                "iFID callback was training.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None, False
         return monitor.evaluate(), True
     if monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history:
         return monitor.evaluate(step), True
@@ -190,6 +205,44 @@ def observe_batch(monitor: IFIDMonitor, outputs: Any, batch: Any, step: int, pro
             "latent_source='hook' / 'encode'."
         )
     return monitor.observe(outputs=outputs, images=images, step=step)
+
+
+def check_eval_strategy(strategy: Any) -> None:
+    """Warn when the Hugging Face Trainer never evaluates during training."""
+    if str(getattr(strategy, "value", strategy)) == "no":
+        warnings.warn(
+            "IFIDTrainerCallback computes iFID inside the Trainer's evaluations, but "
+            "eval_strategy='no' (the default) never evaluates during training, so eval_ifid "
+            "is never logged. Set TrainingArguments(eval_strategy='steps', eval_steps=N) (and "
+            "save_steps=N for best-model selection), or call trainer.evaluate() yourself.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def check_trainer_evaluated(metrics: Mapping[str, Any] | None) -> None:
+    """A Hugging Face evaluation without iFID ran on a Trainer that lacks the mixin."""
+    if metrics is not None and not any(k.endswith("_ifid") for k in metrics):
+        raise RuntimeError(
+            "The evaluation metrics have no eval_ifid: IFIDTrainerCallback computes iFID inside "
+            "the evaluation, which needs the Trainer class from "
+            "ifid_callback.integrations.transformers (IFIDTrainer, or IFIDTrainerMixin mixed "
+            "into your Trainer subclass)."
+        )
+
+
+def save_state(monitor: IFIDMonitor | None, folder: str) -> None:
+    """Write the monitor's state to ``<folder>/ifid_monitor.pt`` when the folder exists."""
+    if monitor is not None and os.path.isdir(folder):
+        torch.save(monitor.state_dict(), os.path.join(folder, MONITOR_FILENAME))
+
+
+def load_state(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The monitor state saved by :func:`save_state` in ``folder``, or None."""
+    path = os.path.join(folder, MONITOR_FILENAME)
+    if not os.path.isfile(path):
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def report_to_targets(callbacks: list[Any]) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 try:
@@ -13,7 +12,7 @@ except ImportError:  # the standalone package
     from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from ifid_callback.integrations import common
-from ifid_callback.integrations.loggers import log_grid
+from ifid_callback.integrations.loggers import log_grids
 from ifid_callback.monitor import IFIDMonitor
 
 Callback = callbacks.Callback
@@ -129,29 +128,18 @@ class IFIDCallback(Callback):
             pl_module.log(
                 key, value, sync_dist=True, prog_bar=self.prog_bar and key == self.ifid_key
             )
-        if fresh and self.log_grid and trainer.global_rank == 0 and trainer.loggers:
-            grid = self.monitor.render_grid(labels=True)
+        if fresh and self.log_grid and trainer.global_rank == 0:
             # The step Lightning's logger connector gives this validation's metrics.
             loop = getattr(trainer.fit_loop, "epoch_loop", None)
             step = int(getattr(loop, "_batches_that_stepped", trainer.global_step))
-            for logger in trainer.loggers:
-                log_grid(logger, f"{self.log_prefix}{self.ifid_name}_grid", grid, step)
+            log_grids(self.monitor, trainer.loggers, f"{self.ifid_key}_grid", step)
 
     def _evaluate(self, trainer: Trainer) -> None:
         if trainer.sanity_checking or trainer.state.fn not in ("fit", "validate"):
             self._result = (None, False)
-        elif trainer.state.fn == "validate" and len(self.monitor.bank) == 0:
-            warnings.warn(
-                f"IFIDCallback has no training latents to search, so trainer.validate() logs no "
-                f"{self.ifid_key!r}: validate after fit, or with ckpt_path= a checkpoint saved "
-                "while this callback was training.",
-                UserWarning,
-                stacklevel=3,
-            )
-            self._result = (None, False)
-        else:
-            step = None if trainer.state.fn == "validate" else trainer.global_step
-            self._result = common.validation_result(self.monitor, step, relog_last=self.relog_last)
+            return
+        step = None if trainer.state.fn == "validate" else trainer.global_step
+        self._result = common.validation_result(self.monitor, step, self.relog_last, self.ifid_key)
 
     def state_dict(self) -> dict[str, Any]:
         if self.monitor is None:

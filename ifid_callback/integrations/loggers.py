@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-__all__ = ["grid_array", "log_grid"]
+__all__ = ["grid_array", "log_grid", "log_grids"]
 
 
 def grid_array(grid: Tensor) -> np.ndarray:
@@ -62,3 +62,13 @@ def log_grid(target: Any, key: str, grid: Tensor, step: int, step_key: str | Non
             target.log({**values, step_key: step})
         return True
     return False
+
+
+def log_grids(
+    monitor: Any, targets: list[Any], key: str, step: int, step_key: str | None = None
+) -> None:
+    """Render the monitor's titled grid once and log it to each target that takes images."""
+    if targets:
+        grid = monitor.render_grid(labels=True)
+        for target in targets:
+            log_grid(target, key, grid, step, step_key)

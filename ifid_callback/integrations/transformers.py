@@ -14,21 +14,19 @@ needed for the Trainer to evaluate at all; iFID uses the monitor's fixed ``eval_
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ifid_callback.integrations import common
-from ifid_callback.integrations.loggers import log_grid
+from ifid_callback.integrations.loggers import log_grids
 from ifid_callback.monitor import IFIDMonitor
 
 __all__ = ["MONITOR_FILENAME", "IFIDTrainer", "IFIDTrainerCallback", "IFIDTrainerMixin"]
 
-MONITOR_FILENAME = "ifid_monitor.pt"
+MONITOR_FILENAME = common.MONITOR_FILENAME
 
 
 class IFIDTrainerCallback(TrainerCallback):
@@ -63,15 +61,7 @@ class IFIDTrainerCallback(TrainerCallback):
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kw) -> None:
         common.check_best_metric(args.metric_for_best_model, args.greater_is_better)
-        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
-            warnings.warn(
-                "IFIDTrainerCallback computes iFID inside the Trainer's evaluations, but "
-                "eval_strategy='no' (the default) never evaluates during training, so eval_ifid "
-                "is never logged. Set TrainingArguments(eval_strategy='steps', eval_steps=N) (and "
-                "save_steps=N for best-model selection), or call trainer.evaluate() yourself.",
-                UserWarning,
-                stacklevel=2,
-            )
+        common.check_eval_strategy(args.eval_strategy)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model=None, **kw) -> None:
         self.ensure_monitor(model).attach(model)
@@ -102,39 +92,25 @@ class IFIDTrainerCallback(TrainerCallback):
         result = self.shared.get(monitor, step, share)
         if fresh and self.log_grid and trainer.state.is_world_process_zero:
             targets = common.report_to_targets(trainer.callback_handler.callbacks)
-            if targets:
-                grid = monitor.render_grid(labels=True)
-                for target in targets:
-                    log_grid(target, f"{prefix}/ifid_grid", grid, step, "train/global_step")
+            log_grids(monitor, targets, f"{prefix}/ifid_grid", step, "train/global_step")
         return common.logged_metrics(result, f"{prefix}_")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics=None, **kw) -> None:
-        if metrics is not None and not any(k.endswith("_ifid") for k in metrics):
-            raise RuntimeError(
-                "The evaluation metrics have no eval_ifid: IFIDTrainerCallback computes iFID "
-                "inside the evaluation, which needs the Trainer class from "
-                "ifid_callback.integrations.transformers (IFIDTrainer, or IFIDTrainerMixin "
-                "mixed into your Trainer subclass)."
-            )
+        common.check_trainer_evaluated(metrics)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: Any, **kw) -> None:
-        if self.monitor is None or not state.is_world_process_zero:
-            return
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if os.path.isdir(folder):
-            torch.save(self.monitor.state_dict(), os.path.join(folder, MONITOR_FILENAME))
+        if state.is_world_process_zero:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            common.save_state(self.monitor, os.path.join(args.output_dir, folder))
 
     def load_checkpoint(self, checkpoint_dir: str | os.PathLike) -> bool:
         """Restore the monitor from ``<checkpoint_dir>/ifid_monitor.pt``; False when absent."""
-        path = os.path.join(checkpoint_dir, MONITOR_FILENAME)
-        if not os.path.isfile(path):
-            return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if self.monitor is None:
+        state = common.load_state(checkpoint_dir)
+        if state is not None and self.monitor is None:
             self._pending_state = state
-        else:
+        elif state is not None:
             self.monitor.load_state_dict(state)
-        return True
+        return state is not None
 
 
 class IFIDTrainerMixin:
