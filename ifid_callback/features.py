@@ -460,10 +460,11 @@ class InceptionFeatures(nn.Module):
         # Follow the weights if a trainer cast the whole model (e.g. .double() or .half()).
         x = x.to(device=weight.device, dtype=weight.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.precision == "bf16":
-            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                out = self._trunk(x)
-        else:
+        # Enabled or not, the context decides the precision: an enclosing autocast of the
+        # caller (a bf16 training step) must not silently turn the exact fp32 features into bf16.
+        with torch.autocast(
+            device_type=x.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):
             out = self._trunk(x)
         return out.float()
 
@@ -491,7 +492,9 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) images in ``input_range`` -> (B, 2048) float32 pool3 features."""
         with torch.inference_mode():
-            features = self.forward_normalized(self.preprocess(images))
+            with torch.autocast(device_type=images.device.type, enabled=False):
+                x = self.preprocess(images)
+            features = self.forward_normalized(x)
         # A normal tensor again, so callers may update it in place outside inference mode.
         return features.clone()
 
