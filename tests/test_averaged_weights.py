@@ -171,16 +171,17 @@ def _fit_lightning(tmp_path, callbacks, module):
         trainer.fit(module, train, val)
 
 
+@pytest.mark.parametrize("raw_name", [None, "raw"], ids=["averaged", "averaged-and-raw"])
 @pytest.mark.parametrize("ifid_first", [True, False], ids=["ifid-first", "averaging-first"])
 def test_lightning_weight_averaging_measures_the_weights_of_val_loss(
-    tmp_path, lightning_parts, ifid_first
+    tmp_path, lightning_parts, ifid_first, raw_name
 ):
     from lightning.pytorch.callbacks import Callback
 
     from ifid_callback.integrations.lightning import IFIDCallback
 
     ema_callback = lightning_parts(decay=0.5)
-    ifid = IFIDCallback(**_settings())
+    ifid = IFIDCallback(**_settings(), raw_name=raw_name)
 
     class Record(Callback):
         """What was logged at each validation, with what is needed to measure it again."""
@@ -193,6 +194,7 @@ def test_lightning_weight_averaging_measures_the_weights_of_val_loss(
                 self.rows.append(
                     {
                         "ifid": float(trainer.callback_metrics["val/ifid"]),
+                        "ifid_raw": trainer.callback_metrics.get("val/ifid_raw"),
                         "monitor": copy.deepcopy(ifid.monitor.state_dict()),
                         "raw": copy.deepcopy(pl_module.vae.state_dict()),
                     }
@@ -215,6 +217,10 @@ def test_lightning_weight_averaging_measures_the_weights_of_val_loss(
         averaged, raw = measured
         assert row["ifid"] == pytest.approx(averaged, rel=1e-5)
         assert abs(raw - averaged) > 1e-3 * averaged  # the raw weights would give another number
+        if raw_name is None:
+            assert row["ifid_raw"] is None
+        else:  # measured in the same validation, with the same bank and real statistics
+            assert float(row["ifid_raw"]) == pytest.approx(raw, rel=1e-5)
 
 
 def test_lightning_with_ema_pytorch_logs_both_weights(tmp_path, lightning_parts):

@@ -161,9 +161,68 @@ def validation_result(
             )
             return None, False
         return monitor.evaluate(), True
-    if monitor.eval_every_n_steps is None or monitor.due(step) or not monitor.history:
+    if _due(monitor, step):
         return monitor.evaluate(step), True
     return (monitor.last_result, False) if relog_last else (None, False)
+
+
+class ValidationWindow:
+    """The evaluations of one validation, placed where the weights of the validation are.
+
+    A weight-averaging callback (Lightning's ``WeightAveraging``) puts the averaged weights in
+    place in its validation-start hook and the training weights back in its validation-end hook.
+    Called from the adapter's own start and end hooks, this evaluates in the one that falls
+    inside that window (the start when the averaging callback runs first, else the end), so the
+    numbers measure the weights of the validation loss; with ``raw_name`` the other hook, which
+    sees the training weights, measures them too (``ifid_<raw_name>``, ... in the same result).
+
+    Args:
+        relog_last: see :func:`validation_result`.
+        key: the logged iFID name (for warnings).
+        raw_name: suffix for the training weights' numbers, or None to skip them.
+    """
+
+    def __init__(self, relog_last: bool, key: str, raw_name: str | None = None) -> None:
+        self.relog_last, self.key, self.raw_name = relog_last, key, raw_name
+        self.result: tuple[dict[str, float] | None, bool] | None = None
+        self.raw: dict[str, float] | None = None
+
+    def start(
+        self, monitor: IFIDMonitor, active: bool, step: int | None, first: bool, swaps: bool
+    ) -> None:
+        """``active``: a validation to measure; ``first``: the averaging runs before us;
+        ``swaps``: an averaging callback swaps weights in this validation."""
+        self.result, self.raw = None, None
+        if not active:
+            self.result = (None, False)
+        elif first:
+            self.result = validation_result(monitor, step, self.relog_last, self.key)
+        elif swaps and self.raw_name and _due(monitor, step):
+            self.raw = monitor.measure()
+
+    def end(
+        self, monitor: IFIDMonitor, active: bool, step: int | None, first: bool, swaps: bool
+    ) -> tuple[dict[str, float] | None, bool]:
+        """``(result, fresh)`` to log (``(None, False)``: nothing)."""
+        if self.result is None:
+            self.result = validation_result(monitor, step, self.relog_last, self.key)
+        elif swaps and self.raw_name and self.result[1]:
+            self.raw = monitor.measure()
+        (result, fresh), raw, self.result, self.raw = self.result, self.raw, None, None
+        if result is not None and fresh and raw is not None:
+            extra = {f"{key}_{self.raw_name}": value for key, value in raw.items()}
+            result = {**result, **extra}
+            monitor.history[-1].update(extra)  # re-logged with the rest when not due
+        return result, fresh
+
+
+def _due(monitor: IFIDMonitor, step: int | None) -> bool:
+    return (
+        step is None
+        or monitor.eval_every_n_steps is None
+        or monitor.due(step)
+        or not monitor.history
+    )
 
 
 def precedes(callbacks: list[Any], me: Any, kinds: tuple[type, ...]) -> bool:

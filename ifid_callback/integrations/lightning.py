@@ -46,6 +46,8 @@ class IFIDCallback(Callback):
         log_grid: log the image grid at each evaluation (rank 0).
         relog_last: on validations where no evaluation is due, log the last values again.
         prog_bar: show iFID in the progress bar.
+        raw_name: with a ``WeightAveraging`` callback, also measure the training weights in each
+            validation, logged as ``val/ifid_<raw_name>``, ``val/rfid_<raw_name>``, ...
         **monitor_kwargs: :class:`IFIDMonitor` arguments (``eval_images`` is required).
     """
 
@@ -59,6 +61,7 @@ class IFIDCallback(Callback):
         log_grid: bool = True,
         relog_last: bool = True,
         prog_bar: bool = False,
+        raw_name: str | None = None,
         **monitor_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -69,7 +72,7 @@ class IFIDCallback(Callback):
         self.log_prefix, self.ifid_name, self.rfid_name = log_prefix, ifid_name, rfid_name
         self.log_grid, self.relog_last, self.prog_bar = log_grid, relog_last, prog_bar
         self._pending_state: dict[str, Any] | None = None
-        self._result: tuple[dict[str, float] | None, bool] | None = None
+        self._window = common.ValidationWindow(relog_last, self.ifid_key, raw_name)
 
     ifid_key = property(lambda self: f"{self.log_prefix}{self.ifid_name}", doc="``val/ifid``")
     rfid_key = property(lambda self: f"{self.log_prefix}{self.rfid_name}", doc="``val/rfid``")
@@ -109,37 +112,31 @@ class IFIDCallback(Callback):
     ) -> None:
         common.observe_batch(self.monitor, outputs, batch, trainer.global_step, "training_step")
 
-    # The averaged weights of a WeightAveraging callback are in place from its
-    # on_validation_epoch_start to its on_validation_epoch_end: evaluate in the one of ours that
-    # falls inside that window (the start when it runs before us, else the end).
+    # With Lightning's WeightAveraging the averaged weights are in place only between its
+    # validation hooks: the window evaluates in the one of ours that falls inside.
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._result = None
-        if common.precedes(trainer.callbacks, self, _AVERAGING):
-            self._evaluate(trainer)
+        self._window.start(self.monitor, *self._context(trainer))
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._result is None:
-            self._evaluate(trainer)
-        (result, fresh), self._result = self._result or (None, False), None
+        result, fresh = self._window.end(self.monitor, *self._context(trainer))
         if result is None:
             return
         names = {"ifid": self.ifid_name, "rfid": self.rfid_name}
         for key, value in common.logged_metrics(result, self.log_prefix, names).items():
-            pl_module.log(
-                key, value, sync_dist=True, prog_bar=self.prog_bar and key == self.ifid_key
-            )
+            bar = self.prog_bar and key == self.ifid_key
+            pl_module.log(key, value, sync_dist=True, prog_bar=bar)
         if fresh and self.log_grid and trainer.global_rank == 0:
             # The step Lightning's logger connector gives this validation's metrics.
             loop = getattr(trainer.fit_loop, "epoch_loop", None)
             step = int(getattr(loop, "_batches_that_stepped", trainer.global_step))
             log_grids(self.monitor, trainer.loggers, f"{self.ifid_key}_grid", step)
 
-    def _evaluate(self, trainer: Trainer) -> None:
-        if trainer.sanity_checking or trainer.state.fn not in ("fit", "validate"):
-            self._result = (None, False)
-            return
-        step = None if trainer.state.fn == "validate" else trainer.global_step
-        self._result = common.validation_result(self.monitor, step, self.relog_last, self.ifid_key)
+    def _context(self, trainer: Trainer) -> tuple[bool, int | None, bool, bool]:
+        fn = trainer.state.fn
+        active = not trainer.sanity_checking and fn in ("fit", "validate")
+        first = common.precedes(trainer.callbacks, self, _AVERAGING)
+        swaps = fn == "fit" and any(isinstance(c, _AVERAGING) for c in trainer.callbacks)
+        return active, (None if fn == "validate" else trainer.global_step), first, swaps
 
     def state_dict(self) -> dict[str, Any]:
         if self.monitor is None:

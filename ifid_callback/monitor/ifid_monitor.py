@@ -499,6 +499,30 @@ class IFIDMonitor:
         self.schedule.last_eval_step = int(self.step)
         return dict(result)
 
+    def measure(self, vae: Any = None) -> dict[str, float]:
+        """The metric's numbers for one set of weights as they are now, without recording an
+        evaluation (no history entry, no counter changes).
+
+        For weights that are only in place for a moment (a framework swapping averaged weights
+        in and out); :meth:`evaluate` is the usual call. Collective under torch.distributed.
+
+        Args:
+            vae: the weights, of any kind ``eval_vae`` takes; default: the training VAE.
+        """
+        world, rank = world_and_rank()
+        source = WeightsSource(vae, self.metric.vae.sample_posterior) if vae is not None else None
+        adapter = source.adapter() if source is not None else None
+        # The index as evaluate() would search it; an exact bank is re-encoded every time (the
+        # same VAE object may hold other weights than at the last refresh).
+        if (
+            self.refresh_every_n_steps is None
+            or self.exact_bank
+            or not self._index_ready
+            or self._index_world != world
+        ):
+            self._refresh_index(adapter)
+        return self.evaluator.run(adapter, rank, world, self._place())
+
     @property
     def last_result(self) -> dict[str, float] | None:
         """The metrics of the latest evaluation, or None before the first."""
