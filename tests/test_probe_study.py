@@ -67,6 +67,7 @@ def _config(zoo, out):
         sampling_steps=3,
         batch_size=32,
         sample_batch_size=16,
+        probe_seeds=1,
     )
 
 

@@ -7,16 +7,64 @@ Each step of iFID can be called on its own::
     fid = frechet_distance(*statistics_of(real_features), *statistics_of(fake_features))
 """
 
+from ifid_callback.functional.channel_norm import (
+    ChannelStatistics,
+    candidate_mse,
+    channel_statistics,
+    standardize,
+    topk_weights,
+)
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics, statistics_of
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
+from ifid_callback.functional.kid import (
+    KIDResult,
+    kernel_inception_distance,
+    kernel_inception_distances,
+)
+from ifid_callback.functional.knn_manifold import (
+    PrecisionRecall,
+    manifold_radii,
+    precision_recall,
+)
 from ifid_callback.functional.neighbors import nearest_neighbors, pick_neighbor
+from ifid_callback.functional.reconstruction import (
+    ReconstructionSums,
+    reconstruction_means,
+    reconstruction_sums,
+)
+from ifid_callback.functional.uncertainty import (
+    FIDWithError,
+    frechet_influence,
+    frechet_jackknife,
+    recommend_min_delta,
+    sample_space_frechet_distance,
+)
 
 __all__ = [
+    "ChannelStatistics",
+    "FIDWithError",
     "INTERPOLATIONS",
+    "KIDResult",
+    "PrecisionRecall",
+    "ReconstructionSums",
+    "candidate_mse",
+    "channel_statistics",
     "frechet_distance",
+    "frechet_influence",
+    "frechet_jackknife",
     "gaussian_statistics",
     "interpolate",
+    "kernel_inception_distance",
+    "kernel_inception_distances",
+    "manifold_radii",
     "nearest_neighbors",
     "pick_neighbor",
+    "precision_recall",
+    "recommend_min_delta",
+    "reconstruction_means",
+    "reconstruction_sums",
+    "sample_space_frechet_distance",
+    "standardize",
     "statistics_of",
+    "topk_weights",
 ]

@@ -4,6 +4,7 @@
     ifid-probe run --zoo runs/zoo --out runs/study --feature inception-bf16
     ifid-probe run --vae a.ckpt --vae stabilityai/sd-vae-ft-mse --train-data /data/train \\
         --eval-data /data/val --image-size 256 --device cuda --probe-size B --probe-steps 400000
+    ifid-probe study --dataset digits --out runs/digits
     ifid-probe report --study runs/study --out docs/results
 """
 
@@ -20,6 +21,34 @@ __all__ = ["build_parser", "main"]
 
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _time_shift(text: str) -> float | str | None:
+    """``--time-shift``: a number > 0, ``auto`` (sqrt(C*H*W / 4096)) or ``none`` (uniform t)."""
+    low = text.strip().lower()
+    if low == "none":
+        return None
+    if low == "auto":
+        return "auto"
+    try:
+        value = float(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--time-shift must be a number > 0, 'auto' or 'none', got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--time-shift must be a number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--probe-lr", type=float, default=1e-4)
     run.add_argument("--probe-ema", type=float, default=0.9999)
     run.add_argument(
+        "--time-shift",
+        type=_time_shift,
+        default=None,
+        help="probe time shift s (training times and sampler grid): a number > 0, 'auto' "
+        "(sqrt(C*H*W / 4096), made for 32x32x4 latents) or 'none' (uniform t; the default)",
+    )
+    run.add_argument(
+        "--probe-seeds",
+        type=_positive_int,
+        default=2,
+        help="probes per VAE (seeds seed, seed+1, ...); gFID is reported per seed and as the mean",
+    )
+    run.add_argument(
         "--probe-overrides",
         default="{}",
         help="JSON dict of SiTConfig fields, e.g. '{\"depth\": 2}'",
@@ -100,6 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-workers", type=int, default=0)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-progress", action="store_true")
+
+    st = sub.add_parser(
+        "study",
+        help="build a dataset's zoo (natural family, positive control, channel sweep) and run "
+        "the study on it, resumably",
+    )
+    st.add_argument("--dataset", required=True, choices=("digits",))
+    st.add_argument("--out", required=True, help="study directory (zoo, cache, report)")
+    st.add_argument(
+        "--smoke", action="store_true", help="tiny settings: the pipeline end to end in a minute"
+    )
+    st.add_argument(
+        "--families", default=None, help="zoo families to build, e.g. 'AB' (default ABC)"
+    )
+    st.add_argument("--vae-steps", type=_positive_int, default=None)
+    st.add_argument("--probe-steps", type=_positive_int, default=None)
+    st.add_argument("--probe-seeds", type=_positive_int, default=None)
+    st.add_argument("--probe-overrides", default=None, help="JSON dict of SiTConfig fields")
+    st.add_argument("--time-shift", type=_time_shift, default=None)
+    st.add_argument("--num-samples", type=_positive_int, default=None)
+    st.add_argument("--sampling-steps", type=_positive_int, default=None)
+    st.add_argument("--seed", type=int, default=None)
+    st.add_argument("--no-progress", action="store_true")
 
     rep = sub.add_parser("report", help="rebuild the report of a finished (or partial) study")
     rep.add_argument("--study", required=True, help="the study directory")
@@ -180,7 +245,9 @@ def _run(args: argparse.Namespace) -> int:
             "lr": args.probe_lr,
             "ema_decay": args.probe_ema,
             "model_overrides": overrides,
+            "time_shift": args.time_shift,
         },
+        probe_seeds=args.probe_seeds,
         sampler=args.sampler,
         sampling_steps=args.sampling_steps,
         device=args.device,
@@ -192,6 +259,35 @@ def _run(args: argparse.Namespace) -> int:
     result = run_study(config, progress=not args.no_progress)
     if result["report"]:
         print(Path(result["report"]["markdown"]).read_text())
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from .digits_study import DigitsStudySettings, run_digits_study
+
+    settings = DigitsStudySettings.smoke(args.out) if args.smoke else DigitsStudySettings(args.out)
+    if args.probe_overrides is not None:
+        try:
+            settings.probe_overrides = json.loads(args.probe_overrides)
+        except json.JSONDecodeError as exc:
+            print(f"--probe-overrides is not JSON: {exc}", file=sys.stderr)
+            return 2
+    for name in (
+        "families",
+        "vae_steps",
+        "probe_steps",
+        "probe_seeds",
+        "num_samples",
+        "sampling_steps",
+        "seed",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(settings, name, value)
+    # --time-shift's default (None) is also the study's: uniform t.
+    settings.time_shift = args.time_shift
+    result = run_digits_study(settings, progress=not args.no_progress)
+    print(Path(result["report"]["markdown"]).read_text())
     return 0
 
 
@@ -217,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _zoo(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "study":
+            return _study(args)
         return _report(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"ifid-probe {args.command}: {exc}", file=sys.stderr)

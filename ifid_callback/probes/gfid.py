@@ -82,6 +82,8 @@ def resolve_study_feature(
             network under bfloat16 autocast, about twice as fast on CPUs with bf16 support),
             ``"inception@96"`` (the same network on images resized to 96 instead of 299:
             :class:`ResizedInception`, cheap but not comparable with published FIDs),
+            ``"digits"`` (the penultimate layer of a small digit classifier, for 1x8x8 digits:
+            :func:`~ifid_callback.probes.digit_features.digit_features`; not Inception FID),
             ``"package.module:factory"`` (a callable returning an ``nn.Module``, or the module
             itself), or an ``nn.Module`` mapping ``(B, C, H, W)`` images in ``input_range`` to
             ``(B, d)``.
@@ -91,6 +93,10 @@ def resolve_study_feature(
         return feature.eval()
     if not isinstance(feature, str):
         raise TypeError(f"feature must be a string or an nn.Module, got {type(feature).__name__}")
+    if feature == "digits":
+        from .digit_features import digit_features
+
+        return digit_features()
     if feature in ("inception", "inception-bf16"):
         from ..features import InceptionFeatures
 

@@ -77,8 +77,18 @@ class StudyConfig:
         interpolation, alpha, k, distance: iFID settings (nearest neighbours of the held-out
             latents in the training latents).
         probe: :class:`~ifid_callback.probes.train.ProbeTrainConfig` fields (``device`` and
-            ``seed`` come from this config).
+            ``seed`` come from this config). ``time_shift`` defaults to None (uniform training
+            times and sampler grid) when not given: the ``"auto"`` rule ``sqrt(C*H*W / 4096)``
+            was made for 32x32x4 latents and gives a different, extrapolated schedule to each
+            small latent shape.
+        probe_seeds: probes trained per VAE, with seeds ``seed, seed + 1, ...`` (initialisation,
+            batch order, noise and sampling noise all differ); gFID and gFID(t) are reported
+            per seed and as the mean.
         sampler, sampling_steps: probe sampler for gFID and gFID(t).
+        ifid_ablation: extra iFID settings, each ``{"interpolation", "alpha", "k"}``: iFID is
+            recomputed for each (the paper's ablations) and correlated with gFID in the report.
+        groups: named subsets of the VAE names (families); the report compares iFID with rFID
+            within each group as well as over all VAEs.
         irs_distance: feature-space distance of the IRS retrieval.
         device: torch device for the VAEs, the probes and the feature extractor.
         batch_size: images per encode/decode/feature batch.
@@ -106,8 +116,11 @@ class StudyConfig:
     probe: dict[str, Any] = field(
         default_factory=lambda: {"size": "tiny", "steps": 2000, "batch_size": 128}
     )
+    probe_seeds: int = 2
     sampler: str = "euler"
     sampling_steps: int = 50
+    ifid_ablation: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
     irs_distance: str = "sqeuclidean"
     device: str = "cpu"
     batch_size: int = 64
@@ -130,13 +143,31 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise ValueError(f"{name} must be an int >= 2, got {value!r}")
+        if isinstance(self.probe_seeds, bool) or not isinstance(self.probe_seeds, int):
+            raise ValueError(f"probe_seeds must be an int >= 1, got {self.probe_seeds!r}")
+        if self.probe_seeds < 1:
+            raise ValueError(f"probe_seeds must be an int >= 1, got {self.probe_seeds!r}")
+        self.probe = {"time_shift": None, **self.probe}
+        for setting in self.ifid_ablation:
+            if set(setting) != {"interpolation", "alpha", "k"}:
+                raise ValueError(
+                    f"each ifid_ablation entry needs exactly interpolation, alpha and k; got "
+                    f"{setting!r}"
+                )
+        for group, members in self.groups.items():
+            unknown = sorted(set(members) - set(names))
+            if unknown:
+                raise ValueError(f"group {group!r} names unknown VAEs {unknown}; known: {names}")
         ProbeTrainConfig.from_dict({**self.probe, "device": self.device, "seed": self.seed})
 
     def resolved_names(self) -> list[str]:
         return list(self.names) if self.names is not None else [vae_name(s) for s in self.vaes]
 
-    def probe_config(self) -> ProbeTrainConfig:
-        return ProbeTrainConfig.from_dict({**self.probe, "device": self.device, "seed": self.seed})
+    def probe_config(self, index: int = 0) -> ProbeTrainConfig:
+        """The recipe of probe ``index`` (of ``probe_seeds``): seed ``seed + index``."""
+        return ProbeTrainConfig.from_dict(
+            {**self.probe, "device": self.device, "seed": self.seed + index}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -264,11 +295,17 @@ def _dataset(spec: str, split: str, size: int, limit: int | None, seed: int) -> 
         from ..data import EmbeddedPatches
 
         base: Dataset = EmbeddedPatches(split=split, size=size)
+    elif spec == "digits":
+        from ..data import EmbeddedDigits
+
+        if size != 8:
+            raise ValueError(f"the digits are 8x8: set image_size=8, got {size!r}")
+        base = EmbeddedDigits(split=split)
     else:
         from ..data import ImageFolder
 
         if not Path(spec).is_dir():
-            raise ValueError(f"data must be 'embedded' or an image folder, got {spec!r}")
+            raise ValueError(f"data must be 'embedded', 'digits' or an image folder, got {spec!r}")
         base = ImageFolder(spec, size=size)
     n = len(base)  # type: ignore[arg-type]
     if limit is not None and limit < n:
@@ -505,125 +542,27 @@ def _run_vae(
 
     rec = stages.run("reconstruction", ifid_key, reconstruction)
 
-    # --- probe
-    probe_cfg = config.probe_config()
-    probe_key = {
-        **data_key,
-        "probe": {
-            k: v
-            for k, v in probe_cfg.to_dict().items()
-            if k not in ("checkpoint_every", "keep_checkpoints", "log_every")
-        },
-    }
+    ablation: dict[str, float] = {}
+    if config.ifid_ablation:
 
-    def probe_stage() -> dict[str, Any]:
-        z_train = torch.from_numpy(_load_array(vae_dir / "latents_train.npy"))
-        started = time.time()
-        probe = train_probe(
-            z_train, None, probe_cfg, out_dir=vae_dir / "probe", resume=True, progress=progress
+        def ablation_stage() -> dict[str, Any]:
+            return _ifid_ablation(config, vae_dir, real_dir, eval_ds, decode, feature, device)
+
+        ablation = stages.run(
+            "ifid_ablation",
+            {**data_key, **_feature_key(config), "settings": config.ifid_ablation},
+            ablation_stage,
         )
-        tail = [v for _, v in probe.loss_history[-5:]]
-        return {
-            "steps": probe.step,
-            "final_loss": float(np.mean(tail)) if tail else None,
-            "train_seconds": time.time() - started,
-            "params": sum(p.numel() for p in probe.model.parameters()),
-        }
 
-    probe_res = stages.run("probe", probe_key, probe_stage)
-    probe: TrainedProbe | None = None
-
-    def get_probe() -> TrainedProbe:
-        nonlocal probe
-        if probe is None:
-            probe = TrainedProbe.load(vae_dir / "probe" / "probe.pt", map_location=config.device)
-        return probe
-
-    sample_key = {
-        **probe_key,
-        **_feature_key(config),
-        "sampler": config.sampler,
-        "sampling_steps": config.sampling_steps,
-    }
-
-    def gfid_stage() -> dict[str, Any]:
-        tmp = vae_dir / "features_samples.tmp.npy"
-        ref = _load_array(real_dir / "reference_features.npy")
-        arr = _open_memmap(tmp, (config.num_samples, ref.shape[1]))
-        _, images = generated_features(
-            get_probe(),
-            decode,
-            feature,
-            config.num_samples,
-            batch_size=config.sample_batch_size,
-            sampler=config.sampler,
-            steps=config.sampling_steps,
-            seed=config.seed + 3,
-            device=config.device,
-            out=arr,
-            keep_images=64,
-            progress=progress,
+    # --- probes: one per seed; stage names and directories of seed index 0 keep the plain names
+    seeds_out = [
+        _run_probe_seed(
+            config, index, vae_dir, real_dir, stages, data_key, decode, feature, progress
         )
-        _finish_array(tmp, arr, vae_dir / "features_samples.npy")
-        if images is not None:
-            from .sampling import save_image_grid
-
-            save_image_grid(images, vae_dir / "samples.png", nrow=8)
-        feats = _load_array(vae_dir / "features_samples.npy")
-        return {"gfid": fid_from_features(feats, ref), "num_samples": config.num_samples}
-
-    gf = stages.run(
-        "gfid",
-        {**sample_key, "num_samples": config.num_samples, "num_reference": config.num_reference},
-        gfid_stage,
-    )
-
-    gfid_t: dict[str, float] = {}
-    for t in config.t_grid:
-        label = f"{float(t):g}"
-
-        def gfid_t_stage(t: float = float(t), label: str = label) -> dict[str, Any]:
-            z_eval = _load_array(vae_dir / "latents_eval.npy")
-            feats = regenerated_features(
-                get_probe(),
-                z_eval,
-                t,
-                decode,
-                feature,
-                batch_size=config.sample_batch_size,
-                sampler=config.sampler,
-                steps=config.sampling_steps,
-                seed=config.seed + 4,
-                device=config.device,
-                progress=progress,
-            )
-            np.save(vae_dir / f"features_regen_t{label}.npy", feats)
-            real = _load_array(real_dir / "eval_features.npy")
-            return {"gfid_t": fid_from_features(feats, real), "t": t}
-
-        gfid_t[label] = stages.run(f"gfid_t={label}", {**sample_key, "t": float(t)}, gfid_t_stage)[
-            "gfid_t"
-        ]
-
-    def irs_stage() -> dict[str, Any]:
-        feats = _load_array(vae_dir / "features_samples.npy")
-        ref = _load_array(real_dir / "reference_features.npy")
-        return image_retrieval_score(
-            torch.from_numpy(np.ascontiguousarray(feats)),
-            torch.from_numpy(np.ascontiguousarray(ref)),
-            distance=config.irs_distance,
-        ).to_dict()
-
-    irs = stages.run(
-        "irs",
-        {
-            **sample_key,
-            "num_samples": config.num_samples,
-            "num_reference": config.num_reference,
-            "irs_distance": config.irs_distance,
-        },
-        irs_stage,
-    )
+        for index in range(config.probe_seeds)
+    ]
+    first = seeds_out[0]
+    sample_key = first["sample_key"]
 
     def split_half_stage() -> dict[str, Any]:
         # Each FID recomputed on two disjoint interleaved halves of its images (cached features):
@@ -660,15 +599,232 @@ def _run_vae(
         },
         split_half_stage,
     )
+    ts = list(first["gfid_t"])
     return {
         "name": name,
         "spec": spec,
         "latent_shape": lat["train"][1:],
+        "time_shift": first["time_shift"],
         "split_half": split,
         **{k: rec[k] for k in ("rfid", "ifid", "psnr")},
+        "probe_loss": float(np.mean([s["probe_loss"] for s in seeds_out])),
+        "probe_steps": first["probe_steps"],
+        "probe_seeds": [s["seed"] for s in seeds_out],
+        "gfid": float(np.mean([s["gfid"] for s in seeds_out])),
+        "gfid_seeds": [s["gfid"] for s in seeds_out],
+        "gfid_heldout": float(np.mean([s["gfid_heldout"] for s in seeds_out])),
+        "gfid_heldout_seeds": [s["gfid_heldout"] for s in seeds_out],
+        "gfid_t": {t: float(np.mean([s["gfid_t"][t] for s in seeds_out])) for t in ts},
+        "gfid_t_seeds": {t: [s["gfid_t"][t] for s in seeds_out] for t in ts},
+        "irs": first["irs"],
+        "ifid_ablation": ablation,
+    }
+
+
+def ablation_label(setting: dict[str, Any]) -> str:
+    """``"slerp a=0.5 k=1"``: the name of an iFID setting in reports."""
+    return f"{setting['interpolation']} a={float(setting['alpha']):g} k={int(setting['k'])}"
+
+
+def _ifid_ablation(
+    config: StudyConfig,
+    vae_dir: Path,
+    real_dir: Path,
+    eval_ds: Dataset,
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    device: torch.device,
+) -> dict[str, float]:
+    """iFID under each setting of ``config.ifid_ablation`` (one neighbour search per distance)."""
+    from ..functional.interpolation import interpolate
+    from ..index import NeighborIndex
+
+    z_train = torch.from_numpy(_load_array(vae_dir / "latents_train.npy"))
+    z_eval = torch.from_numpy(np.ascontiguousarray(_load_array(vae_dir / "latents_eval.npy")))
+    real = _load_array(real_dir / "eval_features.npy")
+    max_k = max(int(s["k"]) for s in config.ifid_ablation)
+    neighbours: dict[str, Tensor] = {}
+    out: dict[str, float] = {}
+    for setting in config.ifid_ablation:
+        method, alpha, k = setting["interpolation"], float(setting["alpha"]), int(setting["k"])
+        distance = config.distance or ("sqeuclidean" if method == "linear" else "cosine")
+        if distance not in neighbours:
+            index = NeighborIndex(index="exact", distance=distance, device=device)
+            index.build(z_train.flatten(1))
+            neighbours[distance] = index.search(z_eval.flatten(1).to(device), k=max_k)[1].cpu()
+        gen = torch.Generator().manual_seed(config.seed)
+        pick = torch.randint(0, k, (len(z_eval),), generator=gen)
+        nn_idx = neighbours[distance][torch.arange(len(z_eval)), pick]
+        mask_gen = torch.Generator().manual_seed(config.seed + 5)
+        feats = []
+        for start in range(0, len(z_eval), config.batch_size):
+            z = z_eval[start : start + config.batch_size]
+            z_nn = z_train[nn_idx[start : start + config.batch_size]]
+            z_hat = interpolate(z, z_nn, method, alpha, generator=mask_gen)
+            with torch.no_grad():
+                feats.append(feature(decode(z_hat.to(device))).float().cpu().numpy())
+        out[ablation_label(setting)] = fid_from_features(np.concatenate(feats), real)
+    return out
+
+
+def _run_probe_seed(
+    config: StudyConfig,
+    index: int,
+    vae_dir: Path,
+    real_dir: Path,
+    stages: _Stages,
+    data_key: dict[str, Any],
+    decode: Callable[[Tensor], Tensor],
+    feature: nn.Module,
+    progress: bool,
+) -> dict[str, Any]:
+    """Probe number ``index`` of one VAE: train it, then its gFID (against the training
+    reference and the held-out images), gFID(t) and IRS."""
+    suffix = "" if index == 0 else f"@s{index}"
+    file_suffix = "" if index == 0 else f"_s{index}"
+    probe_dir = vae_dir / f"probe{file_suffix}"
+    samples_file = vae_dir / f"features_samples{file_suffix}.npy"
+    probe_cfg = config.probe_config(index)
+    probe_key = {
+        **data_key,
+        "probe": {
+            k: v
+            for k, v in probe_cfg.to_dict().items()
+            if k not in ("checkpoint_every", "keep_checkpoints", "log_every")
+        },
+    }
+
+    def probe_stage() -> dict[str, Any]:
+        z_train = torch.from_numpy(_load_array(vae_dir / "latents_train.npy"))
+        started = time.time()
+        probe = train_probe(
+            z_train, None, probe_cfg, out_dir=probe_dir, resume=True, progress=progress
+        )
+        tail = [v for _, v in probe.loss_history[-5:]]
+        return {
+            "steps": probe.step,
+            "final_loss": float(np.mean(tail)) if tail else None,
+            "train_seconds": time.time() - started,
+            "params": sum(p.numel() for p in probe.model.parameters()),
+            "time_shift": probe.time_shift,
+        }
+
+    probe_res = stages.run(f"probe{suffix}", probe_key, probe_stage)
+    probe: TrainedProbe | None = None
+
+    def get_probe() -> TrainedProbe:
+        nonlocal probe
+        if probe is None:
+            probe = TrainedProbe.load(probe_dir / "probe.pt", map_location=config.device)
+        return probe
+
+    sample_key = {
+        **probe_key,
+        **_feature_key(config),
+        "sampler": config.sampler,
+        "sampling_steps": config.sampling_steps,
+    }
+    # Sampling noise differs between probe seeds too, so the seed spread includes it.
+    sample_seed = config.seed + 3 + 1000 * index
+
+    def gfid_stage() -> dict[str, Any]:
+        tmp = samples_file.with_name(samples_file.stem + ".tmp.npy")
+        ref = _load_array(real_dir / "reference_features.npy")
+        arr = _open_memmap(tmp, (config.num_samples, ref.shape[1]))
+        _, images = generated_features(
+            get_probe(),
+            decode,
+            feature,
+            config.num_samples,
+            batch_size=config.sample_batch_size,
+            sampler=config.sampler,
+            steps=config.sampling_steps,
+            seed=sample_seed,
+            device=config.device,
+            out=arr,
+            keep_images=64,
+            progress=progress,
+        )
+        _finish_array(tmp, arr, samples_file)
+        if images is not None:
+            from .sampling import save_image_grid
+
+            save_image_grid(images, vae_dir / f"samples{file_suffix}.png", nrow=8)
+        feats = _load_array(samples_file)
+        held_out = _load_array(real_dir / "eval_features.npy")
+        return {
+            "gfid": fid_from_features(feats, ref),
+            # Against held-out images: a probe that memorised the training images scores no
+            # better here than one that generalises.
+            "gfid_heldout": fid_from_features(feats, held_out),
+            "num_samples": config.num_samples,
+        }
+
+    gf = stages.run(
+        f"gfid{suffix}",
+        {
+            **sample_key,
+            "num_samples": config.num_samples,
+            "num_reference": config.num_reference,
+            "heldout": [config.eval_data, config.num_eval],
+        },
+        gfid_stage,
+    )
+
+    gfid_t: dict[str, float] = {}
+    for t in config.t_grid:
+        label = f"{float(t):g}"
+
+        def gfid_t_stage(t: float = float(t), label: str = label) -> dict[str, Any]:
+            z_eval = _load_array(vae_dir / "latents_eval.npy")
+            feats = regenerated_features(
+                get_probe(),
+                z_eval,
+                t,
+                decode,
+                feature,
+                batch_size=config.sample_batch_size,
+                sampler=config.sampler,
+                steps=config.sampling_steps,
+                seed=config.seed + 4 + 1000 * index,
+                device=config.device,
+                progress=progress,
+            )
+            np.save(vae_dir / f"features_regen_t{label}{file_suffix}.npy", feats)
+            real = _load_array(real_dir / "eval_features.npy")
+            return {"gfid_t": fid_from_features(feats, real), "t": t}
+
+        gfid_t[label] = stages.run(
+            f"gfid_t={label}{suffix}", {**sample_key, "t": float(t)}, gfid_t_stage
+        )["gfid_t"]
+
+    def irs_stage() -> dict[str, Any]:
+        feats = _load_array(samples_file)
+        ref = _load_array(real_dir / "reference_features.npy")
+        return image_retrieval_score(
+            torch.from_numpy(np.ascontiguousarray(feats)),
+            torch.from_numpy(np.ascontiguousarray(ref)),
+            distance=config.irs_distance,
+        ).to_dict()
+
+    irs = stages.run(
+        f"irs{suffix}",
+        {
+            **sample_key,
+            "num_samples": config.num_samples,
+            "num_reference": config.num_reference,
+            "irs_distance": config.irs_distance,
+        },
+        irs_stage,
+    )
+    return {
+        "seed": probe_cfg.seed,
+        "sample_key": sample_key,
+        "time_shift": probe_res.get("time_shift"),
         "probe_loss": probe_res["final_loss"],
         "probe_steps": probe_res["steps"],
         "gfid": gf["gfid"],
+        "gfid_heldout": gf["gfid_heldout"],
         "gfid_t": gfid_t,
         "irs": irs,
     }

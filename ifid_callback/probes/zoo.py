@@ -29,9 +29,12 @@ from ..tiny_vae import TinyVAE, TinyVAEConfig
 __all__ = [
     "DEFAULT_ZOO",
     "ZooMember",
+    "alignment_loss",
     "load_vae_checkpoint",
+    "relative_latent_noise",
     "train_zoo",
     "train_zoo_member",
+    "write_wrapped_checkpoint",
 ]
 
 
@@ -43,8 +46,11 @@ class ZooMember:
         name: file-system-safe name (the checkpoint is ``<name>.ckpt``).
         latent_channels: channels of the latent map.
         kl_weight: weight of the KL term per latent value (0: a plain autoencoder objective).
-        latent_noise: std of Gaussian noise added to latents before decoding in training
-            (denoising augmentation; 0 disables).
+        latent_noise: std of Gaussian noise added to latents before decoding in training,
+            relative to the latent's own standard deviation (detached, per sample): denoising
+            augmentation the encoder cannot undo by scaling its latents up (0 disables).
+        align_weight: weight of a VA-VAE-style alignment of the latent to a frozen network's
+            spatial features (0 disables; see :func:`alignment_loss`).
         objective: ``"recon"`` (reconstruction only) or ``"smooth"`` (regularised), a label for
             the report derived from the two regularisers.
     """
@@ -53,9 +59,12 @@ class ZooMember:
     latent_channels: int = 4
     kl_weight: float = 0.0
     latent_noise: float = 0.0
+    align_weight: float = 0.0
 
     @property
     def objective(self) -> str:
+        if self.align_weight > 0:
+            return "aligned"
         return "recon" if self.kl_weight == 0 and self.latent_noise == 0 else "smooth"
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +87,60 @@ DEFAULT_ZOO: tuple[ZooMember, ...] = (
 )
 
 
+def relative_latent_noise(
+    z: Tensor, scale: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """``z + scale * std(z) * eps``, with ``std`` per sample over ``(C, H, W)`` and detached.
+
+    The noise is relative to the latent's own spread, so the encoder cannot escape it by
+    scaling its latents up (which absolute noise rewards), and no gradient flows through the
+    noise's size.
+    """
+    if scale == 0:
+        return z
+    std = z.detach().flatten(1).std(dim=1).view(-1, *([1] * (z.ndim - 1)))
+    eps = torch.randn(z.shape, generator=generator, device="cpu" if generator else z.device)
+    return z + scale * std * eps.to(z.device, z.dtype)
+
+
+def alignment_loss(z: Tensor, target: Tensor, projection: torch.nn.Module) -> Tensor:
+    """VA-VAE-style alignment: ``1 - cos`` between the projected latent and frozen features.
+
+    ``z`` ``(B, C, h, w)`` is mapped by ``projection`` (a 1x1 convolution) to the channels of
+    ``target`` ``(B, D, h, w)``; the loss is the mean over positions of one minus the cosine
+    similarity of the two feature vectors (the marginal cosine term of VA-VAE), in [0, 2].
+    """
+    proj = projection(z)
+    if proj.shape != target.shape:
+        raise ValueError(
+            f"projected latent {tuple(proj.shape)} and target features {tuple(target.shape)} differ"
+        )
+    return (1 - torch.nn.functional.cosine_similarity(proj, target, dim=1)).mean()
+
+
+def _member_loss(
+    vae: TinyVAE,
+    x: Tensor,
+    member: ZooMember,
+    align: tuple[torch.nn.Module, torch.nn.Module] | None,
+) -> dict[str, Tensor]:
+    posterior = vae.encode(x)
+    z = posterior.sample()
+    recon = vae.decode(relative_latent_noise(z, member.latent_noise))
+    rec = torch.nn.functional.mse_loss(recon, x)
+    kl = posterior.kl().mean() / posterior.mean[0].numel()
+    loss = rec + member.kl_weight * kl
+    out = {"recon": rec, "kl": kl, "align": torch.zeros(())}
+    if align is not None and member.align_weight > 0:
+        teacher, projection = align
+        with torch.no_grad():
+            target = teacher(x)
+        out["align"] = alignment_loss(posterior.mean, target, projection)
+        loss = loss + member.align_weight * out["align"]
+    out["loss"] = loss
+    return out
+
+
 def train_zoo_member(
     member: ZooMember,
     images: Tensor,
@@ -91,8 +154,14 @@ def train_zoo_member(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    teacher: torch.nn.Module | None = None,
+    teacher_name: str | None = None,
 ) -> Path:
-    """Train one zoo VAE on ``images`` ``(N, 3, H, W)`` in [-1, 1] and write its checkpoint.
+    """Train one zoo VAE on ``images`` ``(N, C, H, W)`` in [-1, 1] and write its checkpoint.
+
+    ``teacher`` (a frozen module mapping images to ``(B, D, h, w)`` features at the latent's
+    resolution, named ``teacher_name`` in the checkpoint) is required by members with an
+    ``align_weight``.
 
     AdamW with a cosine learning-rate decay to 10% of ``lr``; batches are seeded random draws.
     An existing checkpoint at ``path`` written with the same settings is kept (the zoo resumes
@@ -106,9 +175,12 @@ def train_zoo_member(
                 latent_channels=member.latent_channels,
                 base_channels=base_channels,
                 downsamples=downsamples,
-                latent_noise=member.latent_noise,
+                # The zoo adds its own (relative) latent noise in training: see _member_loss.
+                latent_noise=0.0,
             )
         ),
+        "latent_noise": member.latent_noise,
+        "latent_noise_mode": "relative",
         "kl_weight": member.kl_weight,
         "zoo_member": member.to_dict(),
         "steps": steps,
@@ -116,6 +188,10 @@ def train_zoo_member(
         "lr": lr,
         "seed": seed,
     }
+    if member.align_weight > 0:
+        if teacher is None:
+            raise ValueError(f"zoo member {member.name} has align_weight > 0: pass a teacher")
+        hparams["teacher"] = teacher_name or type(teacher).__name__
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters")
         if saved == hparams:
@@ -130,7 +206,17 @@ def train_zoo_member(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = TinyVAE(TinyVAEConfig(**hparams["tiny_vae_config"])).to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+        align = None
+        params = list(vae.parameters())
+        if member.align_weight > 0:
+            assert teacher is not None
+            teacher = teacher.to(device).eval().requires_grad_(False)
+            with torch.no_grad():
+                dim = int(teacher(images[:2].to(device)).shape[1])
+            projection = torch.nn.Conv2d(member.latent_channels, dim, 1).to(device)
+            align = (teacher, projection)
+            params += list(projection.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
@@ -142,14 +228,14 @@ def train_zoo_member(
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
         with torch.random.fork_rng(devices=[]):  # seeded posterior and latent-noise draws
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-            out = vae.loss(images[idx].to(device), kl_weight=member.kl_weight)
+            out = _member_loss(vae, images[idx].to(device), member, align)
         if not torch.isfinite(out["loss"]):
             raise FloatingPointError(f"{member.name}: loss became {out['loss'].item()}")
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
         schedule.step()
-        last = {k: float(out[k].detach()) for k in ("loss", "recon", "kl")}
+        last = {k: float(out[k].detach()) for k in ("loss", "recon", "kl", "align")}
         bar.set_postfix(recon=f"{last['recon']:.4f}")
     bar.close()
     vae.eval()
@@ -186,13 +272,47 @@ def train_zoo(
     return paths
 
 
-def load_vae_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> TinyVAE:
+def write_wrapped_checkpoint(
+    base: str | os.PathLike, path: str | os.PathLike, latent_map: dict[str, Any]
+) -> Path:
+    """Write ``path``: the base VAE checkpoint's weights with a latent map (see
+    :mod:`ifid_callback.probes.invertible`) applied after its encoder and undone before its
+    decoder. :func:`load_vae_checkpoint` returns it as a
+    :class:`~ifid_callback.probes.invertible.WrappedVAE`. An existing file with the same base
+    weights and map is kept."""
+    from .invertible import build_latent_map
+
+    build_latent_map(latent_map)  # validate before writing anything
+    payload = torch.load(Path(base), map_location="cpu", weights_only=True)
+    if "latent_map" in payload:
+        raise ValueError(f"{base} is already wrapped; wrap the unwrapped base checkpoint")
+    payload["latent_map"] = dict(latent_map)
+    payload["base_checkpoint"] = Path(base).name
+    path = Path(path)
+    if path.is_file():
+        old = torch.load(path, map_location="cpu", weights_only=True)
+        same = old.get("latent_map") == payload["latent_map"] and all(
+            torch.equal(old["state_dict"][k], v) for k, v in payload["state_dict"].items()
+        )
+        if same:
+            return path
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_vae_checkpoint(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> TinyVAE | torch.nn.Module:
     """Load a :class:`TinyVAE` from a Lightning-style checkpoint (the demo's or the zoo's).
 
     The checkpoint must hold a ``state_dict`` in which the VAE's weights sit under some prefix
     (``vae.`` for the demo's ``VAEModule``) and ``hyper_parameters`` with either a
     ``tiny_vae_config`` dict or the :class:`TinyVAEConfig` fields themselves (the demo saves
-    ``latent_channels`` and ``base_channels``). Returns the VAE in eval mode on ``device``.
+    ``latent_channels`` and ``base_channels``). Returns the VAE in eval mode on ``device``; a
+    checkpoint written by :func:`write_wrapped_checkpoint` gives a
+    :class:`~ifid_callback.probes.invertible.WrappedVAE` around it.
     """
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -223,4 +343,9 @@ def load_vae_checkpoint(path: str | os.PathLike, device: torch.device | str = "c
         raise ValueError(
             f"{path}: the weights under {prefix!r} do not fit TinyVAE({config_dict}): {exc}"
         ) from exc
+    if payload.get("latent_map") is not None:
+        from .invertible import WrappedVAE, build_latent_map
+
+        wrapped = WrappedVAE(vae, build_latent_map(payload["latent_map"]))
+        return wrapped.to(device).eval()
     return vae.to(device).eval()

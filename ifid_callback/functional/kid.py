@@ -1,0 +1,186 @@
+"""Kernel Inception Distance from held features: torchmetrics' unbiased polynomial-kernel MMD."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel, poly_mmd
+
+# torchmetrics' default subset size; smaller evaluation sets use all their rows per subset.
+DEFAULT_SUBSET_SIZE = 1000
+
+
+class KIDResult(NamedTuple):
+    """KID averaged over subsets and its spread over subsets (float64 0-d tensors)."""
+
+    mean: Tensor
+    std: Tensor
+
+
+def _check(name: str, x: object, dim: int | None = None) -> Tensor:
+    if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
+        raise ValueError(
+            f"`{name}` must be a floating-point tensor of shape (N, d), got "
+            f"{type(x).__name__ if not isinstance(x, Tensor) else tuple(x.shape)}."
+        )
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(
+            f"`{name}` has {x.shape[1]} features per row but the real features have {dim}; "
+            "compute all sets with the same feature network."
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"`{name}` contains NaN or Inf; the features must be finite.")
+    return x
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return value
+
+
+def _resolve(
+    real: Tensor,
+    fake: Tensor,
+    subsets: int,
+    subset_size: int | None,
+    degree: int,
+    gamma: float | None,
+    coef: float,
+) -> int:
+    """Validate the KID arguments; return the subset size to use."""
+    _positive_int("subsets", subsets)
+    _positive_int("degree", degree)
+    limit = min(real.shape[0], fake.shape[0])
+    if subset_size is None:
+        subset_size = min(DEFAULT_SUBSET_SIZE, limit)
+    _positive_int("subset_size", subset_size)
+    if not 2 <= subset_size <= limit:
+        raise ValueError(
+            f"subset_size={subset_size} must lie in [2, {limit}] (the smaller set has {limit} "
+            "rows); lower it or evaluate more images."
+        )
+    if gamma is not None and not (isinstance(gamma, (int, float)) and gamma > 0):
+        raise ValueError(f"`gamma` must be None or a positive number, got {gamma!r}.")
+    if not (isinstance(coef, (int, float)) and coef > 0):
+        raise ValueError(f"`coef` must be a positive number, got {coef!r}.")
+    return subset_size
+
+
+def kernel_inception_distance(
+    real: Tensor,
+    fake: Tensor,
+    subsets: int = 100,
+    subset_size: int | None = None,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> KIDResult:
+    r"""KID between two feature sets, as torchmetrics' ``KernelInceptionDistance`` computes it.
+
+    For each of ``subsets`` subsets, ``subset_size`` rows of ``real`` and of ``fake`` are drawn
+    without replacement (one ``randperm`` of each set, in that order, from ``generator``), and the
+    unbiased MMD^2 estimate with the kernel :math:`k(x, y) = (\gamma x^\top y + c)^{p}` is taken
+    (torchmetrics' ``poly_mmd``). With the same seed in ``generator`` as in torch's global
+    generator, the numbers equal torchmetrics' on the same features (computed here in float64).
+
+    KID is unbiased at any N, unlike FID. ``std`` is the spread of the subset estimates
+    (torchmetrics' ``kid_std``), not a standard error; it is 0 when ``subset_size`` is N, where
+    every subset holds all rows.
+
+    Args:
+        real: (N, d) features of real images, finite.
+        fake: (M, d) features of generated images, finite.
+        subsets: number of subsets, >= 1.
+        subset_size: rows per subset, 2 <= subset_size <= min(N, M); None takes
+            ``min(1000, N, M)`` (torchmetrics' 1000, or all rows of a smaller set).
+        degree: kernel degree p, >= 1.
+        gamma: kernel scale; None gives 1 / d.
+        coef: kernel offset c, > 0.
+        generator: random source of the subsets (CPU); None uses a fixed seed of 0.
+
+    Returns:
+        :class:`KIDResult` ``(mean, std)``, float64 0-d tensors on the features' device, in the
+        units of squared feature distances (often reported x 1000).
+    """
+    real = _check("real", real)
+    fake = _check("fake", fake, real.shape[1])
+    subset_size = _resolve(real, fake, subsets, subset_size, degree, gamma, coef)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    real64, fake64 = real.detach().to(torch.float64), fake.detach().to(torch.float64)
+    scores = torch.empty(subsets, dtype=torch.float64, device=real.device)
+    for s in range(subsets):
+        perm_real = torch.randperm(real.shape[0], generator=generator, device=generator.device)
+        perm_fake = torch.randperm(fake.shape[0], generator=generator, device=generator.device)
+        f_real = real64[perm_real[:subset_size].to(real.device)]
+        f_fake = fake64[perm_fake[:subset_size].to(fake.device)]
+        scores[s] = poly_mmd(f_real, f_fake, degree, gamma, float(coef))
+    return KIDResult(scores.mean(), scores.std(unbiased=False))
+
+
+def kernel_inception_distances(
+    real: Tensor,
+    fakes: Mapping[str, Tensor],
+    subsets: int = 100,
+    subset_size: int | None = None,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, KIDResult]:
+    """KID of each fake set against one real set, every set drawn with the same subsets.
+
+    Each fake set sees the subset draws that :func:`kernel_inception_distance` would make from
+    ``generator``'s current state, so KID(real, interpolants) and KID(real, reconstructions)
+    compare the same real rows and their difference carries no extra noise from the draws; the
+    real-real kernel of each subset is computed once for all fake sets (when they have equal row
+    counts). Arguments as in :func:`kernel_inception_distance`; ``fakes`` maps a name (e.g.
+    ``"ikid"``, ``"rkid"``) to (M, d) features.
+
+    Returns:
+        name -> :class:`KIDResult`, equal to separate :func:`kernel_inception_distance` calls
+        from the same generator state.
+    """
+    if not isinstance(fakes, Mapping) or not fakes:
+        raise ValueError("`fakes` must be a non-empty mapping of name -> (M, d) features.")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    if len({f.shape[0] if isinstance(f, Tensor) else None for f in fakes.values()}) > 1:
+        # Different sizes draw different permutations: no shared kernel, one call per set.
+        start = generator.get_state()
+        out = {}
+        for name, fake in fakes.items():
+            generator.set_state(start)
+            out[name] = kernel_inception_distance(
+                real, fake, subsets, subset_size, degree, gamma, coef, generator
+            )
+        return out
+    real = _check("real", real)
+    checked = {name: _check(f"fakes[{name!r}]", f, real.shape[1]) for name, f in fakes.items()}
+    first = next(iter(checked.values()))
+    # Validates every argument and fixes the subset size, without using the generator.
+    subset_size = _resolve(real, first, subsets, subset_size, degree, gamma, coef)
+    real64 = real.detach().to(torch.float64)
+    fake64 = {name: f.detach().to(torch.float64) for name, f in checked.items()}
+    scores = torch.empty(len(fake64), subsets, dtype=torch.float64, device=real.device)
+    for s in range(subsets):
+        perm_real = torch.randperm(real.shape[0], generator=generator, device=generator.device)
+        perm_fake = torch.randperm(first.shape[0], generator=generator, device=generator.device)
+        rows_real = perm_real[:subset_size].to(real.device)
+        rows_fake = perm_fake[:subset_size].to(real.device)
+        f_real = real64[rows_real]
+        k_11 = poly_kernel(f_real, f_real, degree, gamma, float(coef))
+        for j, fake in enumerate(fake64.values()):
+            f_fake = fake[rows_fake.to(fake.device)].to(real.device)
+            k_22 = poly_kernel(f_fake, f_fake, degree, gamma, float(coef))
+            k_12 = poly_kernel(f_real, f_fake, degree, gamma, float(coef))
+            scores[j, s] = maximum_mean_discrepancy(k_11, k_12, k_22)
+    return {
+        name: KIDResult(scores[j].mean(), scores[j].std(unbiased=False))
+        for j, name in enumerate(fake64)
+    }
