@@ -15,7 +15,17 @@ import torch
 from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import BOOKKEEPING_KEYS, IFIDMonitor
 
-__all__ = ["check_adapter_arguments", "find_vae", "logged_metrics"]
+__all__ = [
+    "MONITOR_FILENAME",
+    "SharedEvaluation",
+    "ValidationWindow",
+    "build_monitor",
+    "check_adapter_arguments",
+    "find_vae",
+    "logged_metrics",
+    "observe_batch",
+    "report_to_targets",
+]
 
 VAE_KEYS = ("vae", "encoder", "decoder")
 #: The file a Hugging Face Trainer checkpoint keeps the monitor's state in.
@@ -52,13 +62,16 @@ def knows_vae(monitor_kwargs: Mapping[str, Any]) -> bool:
 
 
 def find_vae(model: Any, owner: str) -> Any:
-    """``model.vae``, or the model itself when it has ``encode``/``decode`` (DDP unwrapped)."""
-    model = getattr(model, "module", model)
-    vae = getattr(model, "vae", None)
-    if vae is not None:
-        return vae
-    if callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None)):
-        return model
+    """``model.vae``, or the model itself when it has ``encode``/``decode``; the same of
+    ``model.module`` for a wrapper (DDP) whose own attributes have neither."""
+    for candidate in (model, getattr(model, "module", None)):
+        vae = getattr(candidate, "vae", None)
+        if vae is not None:
+            return vae
+        if callable(getattr(candidate, "encode", None)) and callable(
+            getattr(candidate, "decode", None)
+        ):
+            return candidate
     raise ValueError(
         f"{owner} cannot find the VAE of {type(model).__name__}: give the model a `vae` "
         "attribute or encode()/decode() methods, or pass vae= (or encoder=/decoder=)."
