@@ -355,3 +355,21 @@ def test_hf_trainer_evaluates_the_averaged_model(tmp_path):
         assert row["eval_ifid"] == pytest.approx(result["ifid"], rel=1e-9)
         assert row["eval_ifid_raw"] == pytest.approx(result["ifid_raw"], rel=1e-9)
         assert row["eval_ifid_raw"] != pytest.approx(row["eval_ifid"], rel=1e-3)
+
+
+def test_weights_on_another_device_are_refused_before_any_work():
+    vae, _ = _trained_pair(steps=0)
+    elsewhere = TinyVAE(TinyVAEConfig(base_channels=8)).to("meta")
+    monitor = IFIDMonitor(vae, **_settings(extra_vaes={"ema": elsewhere}))
+    _fill(monitor, vae)
+    before = monitor.state_dict()
+    with pytest.raises(ValueError, match=r"extra_vaes\['ema'\] are on meta .* training device"):
+        monitor.evaluate(step=99)
+    after = monitor.state_dict()
+    assert (
+        after["step"] == before["step"]
+        and after["history"] == []
+        and after["real_statistics"] is None
+    )
+    with pytest.raises(ValueError, match="are on meta"):
+        monitor.measure(elsewhere)

@@ -434,7 +434,18 @@ class IFIDMonitor:
 
     def _adapter(self, suffix: str) -> VAEAdapter | None:
         source = self.weights[suffix]
-        return source.adapter() if source is not None else None
+        adapter = source.adapter() if source is not None else None
+        self._check_device(adapter, "eval_vae" if not suffix else f"extra_vaes[{suffix[1:]!r}]")
+        return adapter
+
+    def _check_device(self, adapter: VAEAdapter | None, name: str) -> None:
+        there, here = (adapter.device() if adapter else None), self._vae_device()
+        if there is not None and there != here:
+            raise ValueError(
+                f"The weights of {name} are on {there} but the monitor evaluates on {here} (the "
+                "training VAE's device): keep the averaged copy on the training device "
+                "(AveragedModel(model) without device=, ema_pytorch.EMA's default)."
+            )
 
     # ------------------------------------------------------------------ evaluation
     def due(self, step: int | None = None) -> bool:
@@ -474,12 +485,12 @@ class IFIDMonitor:
         Raises:
             ValueError: the bank is empty (no training step observed yet).
         """
+        adapters = {suffix: self._adapter(suffix) for suffix in self.weights}  # checked first
         if step is not None:
             self.step = int(step)
         world, rank = world_and_rank()
         result: dict[str, float] = {}
-        for n, suffix in enumerate(self.weights):
-            adapter = self._adapter(suffix)
+        for n, (suffix, adapter) in enumerate(adapters.items()):
             stale = n == 0 and (
                 self.refresh_every_n_steps is None
                 or not self._index_ready
@@ -512,6 +523,7 @@ class IFIDMonitor:
         world, rank = world_and_rank()
         source = WeightsSource(vae, self.metric.vae.sample_posterior) if vae is not None else None
         adapter = source.adapter() if source is not None else None
+        self._check_device(adapter, "the weights given to measure()")
         # The index as evaluate() would search it; an exact bank is re-encoded every time (the
         # same VAE object may hold other weights than at the last refresh).
         if (
