@@ -512,7 +512,7 @@ class IFIDMonitor:
 
     def measure(self, vae: Any = None) -> dict[str, float]:
         """The metric's numbers for one set of weights as they are now, without recording an
-        evaluation (no history entry, no counter changes).
+        evaluation (no history entry; the index is rebuilt as :meth:`evaluate` would).
 
         For weights that are only in place for a moment (a framework swapping averaged weights
         in and out); :meth:`evaluate` is the usual call. Collective under torch.distributed.
