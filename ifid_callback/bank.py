@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -25,6 +26,57 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, str) and dtype in _STORAGE_DTYPES:
         return _STORAGE_DTYPES[dtype]
     raise ValueError(f"dtype must be one of fp32, fp16, bf16 (or the torch dtypes), got {dtype!r}.")
+
+
+class BankRows:
+    """The rows of a bank as they were when :meth:`LatentBank.snapshot` was taken, uncopied.
+
+    It shares the bank's storage; just before the bank overwrites a row, that row is copied
+    here, so :meth:`rows` always returns the rows of the moment of the snapshot. Memory: nothing
+    at first, then one row for each row the bank overwrites while the snapshot is alive.
+    """
+
+    def __init__(self, storage: Tensor, size: int) -> None:
+        self._storage = storage
+        self._size = size
+        self._saved_at: Tensor | None = None  # (size,) position in the saved rows, -1: unsaved
+        self._saved: list[Tensor] = []
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _preserve(self, slots: Tensor) -> None:
+        """Called by the bank before it writes ``slots`` (distinct storage rows)."""
+        slots = slots[slots < self._size]
+        if self._saved_at is None:
+            if not len(slots):
+                return
+            self._saved_at = torch.full(
+                (self._size,), -1, dtype=torch.long, device=self._storage.device
+            )
+        slots = slots[self._saved_at[slots] < 0]
+        if not len(slots):
+            return
+        self._saved.append(self._storage[slots])  # advanced indexing copies
+        self._saved_at[slots] = torch.arange(
+            self._count, self._count + len(slots), device=self._storage.device
+        )
+        self._count += len(slots)
+
+    def rows(self, positions: Tensor) -> Tensor:
+        """Rows at ``positions`` (int64, any shape; 0 <= p < len) as of the snapshot, on the
+        bank's device and in its storage dtype: shape ``(*positions.shape, dim)``."""
+        positions = positions.to(self._storage.device)
+        out = self._storage[positions]
+        if self._saved_at is not None:
+            at = self._saved_at[positions]
+            hit = at >= 0
+            if bool(hit.any()):
+                if len(self._saved) > 1:
+                    self._saved = [torch.cat(self._saved)]
+                out[hit] = self._saved[0][at[hit]]
+        return out
 
 
 class LatentBank:
@@ -64,9 +116,56 @@ class LatentBank:
         self._ids: Tensor | None = None
         self._size = 0
         self._cursor = 0
+        # Automatic ids are >= this: above every id issued, given or restored so far.
         self._next_id = 0
-        # Bumped on every change, so an index built from the bank knows when it is stale.
+        # Number of changes so far, for display only: a new or restored bank can repeat it.
         self.version = 0
+        # Identities of the contents (see `token` and `lineage`): fresh objects, compared with `is`.
+        self._token = object()
+        self._lineage = object()
+        # Live snapshots of the current storage: each keeps the rows the bank overwrites.
+        self._snapshots: weakref.WeakSet[BankRows] = weakref.WeakSet()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def token(self) -> object:
+        """Identity of the bank's current contents, to compare with ``is``.
+
+        A new object after every change (``add``, ``clear``, ``load_state_dict``) and in every new
+        bank, so it can never equal the token of other contents while anyone holds it: a cache
+        built from the bank is valid exactly while ``cached_token is bank.token``.
+        """
+        return self._token
+
+    @property
+    def lineage(self) -> object:
+        """Like :attr:`token`, but kept by ``add``: replaced only when the contents are replaced
+        wholesale (``clear``, ``load_state_dict``) and in every new bank."""
+        return self._lineage
+
+    def _changed(self, replaced: bool = False) -> None:
+        self.version += 1
+        self._token = object()
+        if replaced:
+            self._lineage = object()
+
+    def snapshot(self) -> BankRows:
+        """The current rows, frozen without a copy (see :class:`BankRows`); positions are those of
+        :attr:`vectors` now. Later changes of the bank do not change what it returns."""
+        if self._vectors is None:
+            raise ValueError("The bank is empty; add latents first.")
+        snap = BankRows(self._vectors, self._size)
+        self._snapshots.add(snap)
+        return snap
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_snapshots"] = None  # weak references do not pickle; copies keep no snapshots
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._snapshots = weakref.WeakSet()
 
     # ------------------------------------------------------------------ contents
     def __len__(self) -> int:
@@ -109,8 +208,10 @@ class LatentBank:
 
         Args:
             latents: (B, ...) floating tensor; every batch must have the same per-sample shape.
-            ids: optional (B,) integer ids. When omitted, ids are numbered from a counter that is
-                unique across ranks under torch.distributed (``count * world_size + rank``).
+            ids: optional (B,) integer ids. When omitted, ids are numbered automatically: each
+                rank takes ids ``q * world_size + rank`` (so ranks never collide) above every id
+                this bank has issued, been given or restored, so they stay unique after a resume
+                on any world size.
 
         Returns:
             The (B,) int64 ids of the inserted rows.
@@ -135,7 +236,8 @@ class LatentBank:
             raise ValueError("latents contain NaN or Inf; the encoder output is not finite.")
         if ids is None:
             world, rank = world_and_rank()
-            counters = torch.arange(self._next_id, self._next_id + batch, dtype=torch.long)
+            first = max(0, -(-(self._next_id - rank) // world))  # smallest q with id >= floor
+            counters = torch.arange(first, first + batch, dtype=torch.long)
             new_ids = counters * world + rank
         else:
             new_ids = torch.as_tensor(ids).detach().reshape(-1)
@@ -146,6 +248,7 @@ class LatentBank:
                     f"got {new_ids.numel()} ids for {batch} latents; pass one id per latent."
                 )
             new_ids = new_ids.to(torch.long)
+        next_id = max(self._next_id, int(new_ids.max()) + 1)
         # All checks passed: from here on the bank changes.
         if self._vectors is None:
             self.latent_shape = shape
@@ -159,21 +262,23 @@ class LatentBank:
             flat, new_ids_dev = flat[-self.capacity :], new_ids_dev[-self.capacity :]
         n = flat.shape[0]
         pos = (self._cursor + torch.arange(n, device=self.device)) % self.capacity
+        for snap in list(self._snapshots):
+            snap._preserve(pos)
         self._vectors[pos] = flat
         self._ids[pos] = new_ids_dev
         self._cursor = (self._cursor + n) % self.capacity
         self._size = min(self.capacity, self._size + n)
-        if ids is None:
-            self._next_id += batch
-        self.version += 1
+        self._next_id = next_id
+        self._changed()
         return new_ids
 
     def clear(self) -> None:
         """Remove all rows (capacity, dtype and device are kept)."""
         self.latent_shape = None
-        self._vectors = self._ids = None
+        self._vectors = self._ids = None  # snapshots keep the old storage; it is never written
+        self._snapshots = weakref.WeakSet()
         self._size = self._cursor = 0
-        self.version += 1
+        self._changed(replaced=True)
 
     # ------------------------------------------------------------------ distributed
     def gather(self) -> tuple[Tensor, Tensor]:
@@ -234,8 +339,13 @@ class LatentBank:
         fresh = LatentBank(capacity, dtype, self.device)
         if len(ids):
             fresh.add(vectors.reshape(len(ids), *(shape or [vectors.shape[1]])), ids=ids)
-        fresh._next_id = int(state.get("next_id", len(ids)))
+        # Above every restored id too: states saved on another world size (or before this rule)
+        # may hold a counter below ids that other ranks issued.
+        fresh._next_id = max(
+            int(state.get("next_id", 0)), int(ids.max()) + 1 if len(ids) else 0, fresh._next_id
+        )
         fresh.version = int(state.get("version", 0)) + 1
+        # `fresh` brings new token and lineage objects: nothing built from the old rows matches.
         self.__dict__.update(fresh.__dict__)
 
     def _insertion_order(self) -> Tensor:

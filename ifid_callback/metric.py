@@ -11,7 +11,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
-from ifid_callback.distributed import all_reduce_sum, world_and_rank
+from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
 from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
 from ifid_callback.functional import frechet
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
@@ -148,6 +148,12 @@ class InterpolatedFID(Metric):
             search distance (cosine distances in [0, 2] make it nearly uniform).
         bank: a :class:`LatentBank` of reference latents, or None to use the query images
             themselves as the reference (all latents are kept until ``compute``; self excluded).
+            Under torch.distributed the reference is the union of the banks of all ranks
+            (each rank may hold its share), gathered at each index refresh, so the result is
+            the same on any world size; a row held by several ranks under the same id (e.g. a
+            bank restored from one checkpoint on every rank) counts once. The refresh is a
+            collective: change the banks on all ranks together and call ``update`` on every
+            rank (or :meth:`refresh_index` on every rank).
         index: nearest-neighbour index: ``"auto"``, ``"exact"``, a faiss kind (``"ivf"``,
             ``"hnsw"``, ...) or a faiss factory string (see :class:`NeighborIndex`).
         distance: ``"cosine"`` or ``"sqeuclidean"``; default cosine for slerp/mask, squared L2 for
@@ -216,11 +222,6 @@ class InterpolatedFID(Metric):
             sample_posterior=sample_posterior,
             distance=distance,
         )
-        if bank is not None and not isinstance(bank, LatentBank):
-            raise TypeError(
-                f"bank must be a LatentBank or None, got {type(bank).__name__}; put reference "
-                "latents in one with bank = LatentBank(capacity=n); bank.add(latents)."
-            )
         low, high = (float(v) for v in input_range)
         if not low < high:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}.")
@@ -270,9 +271,8 @@ class InterpolatedFID(Metric):
         # later rounds with cached real statistics reuse it.
         self._sqrt_cache: tuple[Tensor, Tensor] | None = None
         self._index: NeighborIndex | None = None
-        self._index_version = -1
-        # ids (B,) -> reference latents (B, D): how a built index's neighbours are materialised.
-        self._lookup: Callable[[Tensor], Tensor] | None = None
+        # positions (B,) -> reference latents (B, D): the rows a built index's search found.
+        self._rows: Callable[[Tensor], Tensor] | None = None
         self._external_reference = False
 
         d = num_features or _feature_dim(self.feature_net)
@@ -499,32 +499,100 @@ class InterpolatedFID(Metric):
         self._real_cached = True
 
     # ------------------------------------------------------------------ neighbours
-    def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> None:
+    @property
+    def bank(self) -> LatentBank | None:
+        """The reference bank; assigning another one drops the index built from the previous."""
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: LatentBank | None) -> None:
+        if bank is not None and not isinstance(bank, LatentBank):
+            raise TypeError(
+                f"bank must be a LatentBank or None, got {type(bank).__name__}; put reference "
+                "latents in one with bank = LatentBank(capacity=n); bank.add(latents)."
+            )
+        if bank is not getattr(self, "_bank", None):
+            self._index = None
+            self._index_source = None
+        self._bank = bank
+
+    def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> int:
         """(Re)build the neighbour index from the bank, or from given (N, D) vectors and ids.
 
-        The index keeps its own snapshot of the reference rows, so later bank insertions do not
-        change what a built index returns until the next refresh.
+        An index built from the bank answers for the rows the bank held at this refresh: with
+        ``auto_refresh_index`` the next search after any bank change refreshes it; without, later
+        insertions are not seen until the next refresh (rows the bank overwrites meanwhile are
+        kept aside, one copy per overwritten row). Either way it is rebuilt once the metric holds
+        another bank, or once its bank was cleared or restored (``load_state_dict``).
+
+        Under torch.distributed the bank rows of all ranks are gathered (a collective: every
+        rank must call it, with a non-empty bank); rows repeated with the same id and values
+        (the same bank on several ranks) are kept once, so every world size indexes the same
+        reference. Given ``vectors`` are used as they are (no gathering).
+
+        Memory: the previous index is released first; an exact index over a bank searches the
+        bank's rows in place (a copy only without ``auto_refresh_index``), a compressed index
+        keeps its codes and reads the found rows from the bank. Under torch.distributed each
+        rank keeps the gathered rows. Given ``vectors`` are kept (not copied) as the rows to
+        interpolate with: do not modify them afterwards.
+
+        Returns:
+            The number of rows indexed.
         """
+        world = world_and_rank()[0] if vectors is None else 1
         if vectors is None:
             if self.bank is None:
                 raise ValueError("This metric has no bank; pass vectors= to refresh_index().")
-            if len(self.bank) == 0:
+            # Under DDP every rank must agree before the gather, or the others would wait forever.
+            smallest = all_reduce_int(len(self.bank), "min") if world > 1 else len(self.bank)
+            if smallest == 0:
+                where = "" if world == 1 else " on at least one rank"
                 raise ValueError(
-                    "The latent bank is empty: add reference latents with bank.add(latents) "
-                    "before evaluating iFID."
+                    f"The latent bank is empty{where}: add reference latents with "
+                    "bank.add(latents) before evaluating iFID."
                 )
-            vectors, ids = self.bank.vectors.clone(), self.bank.ids.clone()
-            version = self.bank.version
+        elif vectors.shape[0] < 1:
+            raise ValueError("The reference set is empty; add latents first.")
+        # Never hold two indexes (or an old snapshot's kept rows) while building the next one.
+        self._index = self._rows = self._index_source = None
+        index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
+        source = None
+        if vectors is None and world > 1:
+            bank = self.bank
+            vectors, ids = _drop_repeated_rows(*bank.gather())
+            rows = _snapshot_rows(vectors)  # the gathered rows are this rank's own copy
+            source = (bank, bank.lineage, bank.token, False)
+        elif vectors is None:
+            bank = self.bank
+            live = self.auto_refresh_index  # rebuilt before any search that follows a change
+            vectors, ids = bank.vectors, bank.ids.clone()
+            exact = index.kind_for(vectors) == "exact"
+            if live:
+                rows = _snapshot_rows(vectors)
+            elif exact:
+                vectors = vectors.clone()  # the index searches its own frozen rows
+                rows = _snapshot_rows(vectors)
+            else:
+                rows = bank.snapshot().rows  # codes in the index, rows read from the bank
+            source = (bank, bank.lineage, bank.token, live)
         else:
-            version = -1
             if ids is None:
                 ids = torch.arange(vectors.shape[0], device=vectors.device)
-        if vectors.shape[0] < 1:
-            raise ValueError("The reference set is empty; add latents first.")
-        index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
+            rows = _snapshot_rows(vectors)
         index.build(vectors, ids)
-        self._index, self._index_version = index, version
-        self._lookup = _snapshot_lookup(vectors, ids)
+        self._index, self._index_source, self._rows = index, source, rows
+        return len(index)
+
+    def _index_is_stale(self) -> bool:
+        """Whether the index must be rebuilt from the bank before the next search."""
+        if self._index is None:
+            return True
+        if self._index_source is None:  # built from given vectors: kept until the next refresh
+            return False
+        bank, lineage, token, live = self._index_source
+        if bank is not self.bank or lineage is not bank.lineage:
+            return True  # another bank, or this one cleared or restored
+        return (live or self.auto_refresh_index) and token is not bank.token
 
     def set_reference(self, index: NeighborIndex, lookup: Callable[[Tensor], Tensor]) -> None:
         """Use a prebuilt index (e.g. ``NeighborIndex.build_streaming`` over a reference set too
@@ -541,7 +609,8 @@ class InterpolatedFID(Metric):
             raise TypeError("lookup must be callable: ids (B,) -> latents (B, ...).")
         if self.bank is not None:
             raise ValueError("This metric has a bank; set_reference replaces it: pass bank=None.")
-        self._index, self._index_version, self._lookup = index, -1, lookup
+        self._index, self._index_source = index, None
+        self._rows = lambda positions: lookup(index.ids_of(positions))
         self._external_reference = True
 
     @property
@@ -562,16 +631,8 @@ class InterpolatedFID(Metric):
         Returns:
             ``(z_nn, ids)``: neighbour latents shaped and typed like ``z``, and their (B,) ids.
         """
-        if self.bank is not None and (
-            self._index is None
-            or (self.auto_refresh_index and self._index_version != self.bank.version)
-        ):
-            if len(self.bank) == 0:
-                raise ValueError(
-                    "The latent bank is empty: add reference latents with bank.add(latents) "
-                    "before evaluating iFID."
-                )
-            if self.bank.latent_shape != tuple(z.shape[1:]):
+        if self.bank is not None and self._index_is_stale():
+            if len(self.bank) and self.bank.latent_shape != tuple(z.shape[1:]):
                 raise ValueError(
                     f"The bank holds latents of shape {self.bank.latent_shape} but the encoder "
                     f"returns {tuple(z.shape[1:])}; fill the bank with this VAE's latents."
@@ -591,13 +652,14 @@ class InterpolatedFID(Metric):
                 f"k={self.k} neighbours requested but the reference holds only {available} "
                 "candidates per query; lower k or add more latents to the bank."
             )
-        dist, found = self._index.search(flat, k=self.k, exclude=exclude)
+        # Positions name the rows found; ids are only labels (they may repeat).
+        dist, found = self._index.search_rows(flat, k=self.k, exclude=exclude)
         if self.k > 1:
             choice = self._pick(z, dist, found, generator or self._generator)
         else:
             choice = found[:, 0].cpu()
-        z_nn = self._lookup(choice).to(z.device, z.dtype).reshape(z.shape)
-        return z_nn, choice
+        z_nn = self._rows(choice).to(z.device, z.dtype).reshape(z.shape)
+        return z_nn, self._index.ids_of(choice)
 
     def _pick(self, z: Tensor, dist: Tensor, found: Tensor, generator: Any) -> Tensor:
         """One of the k candidates ``found`` (B, k) of each latent, by ``self.pick``."""
@@ -607,7 +669,7 @@ class InterpolatedFID(Metric):
         # The official weights: mean squared difference per latent element on the raw latents.
         batch, k = found.shape
         flat = z.reshape(batch, 1, -1).to(torch.float32)
-        candidates = self._lookup(found.reshape(-1)).to(flat.device, torch.float32)
+        candidates = self._rows(found.reshape(-1)).to(flat.device, torch.float32)
         mse = (candidates.reshape(batch, k, -1) - flat).pow(2).mean(dim=2)
         return pick_neighbor(mse.cpu(), found.cpu(), pick="softmax", generator=generator)
 
@@ -786,7 +848,7 @@ class InterpolatedFID(Metric):
             return self._search_own_queries(latents, ids, positions.cpu(), shape, sums)
         finally:
             # The index and its snapshot hold a copy of every query latent: free them now.
-            self._index, self._lookup = None, None
+            self._index = self._rows = self._index_source = None
 
     def _search_own_queries(
         self,
@@ -819,16 +881,39 @@ class InterpolatedFID(Metric):
         return partial
 
 
-def _snapshot_lookup(vectors: Tensor, ids: Tensor) -> Callable[[Tensor], Tensor]:
-    """ids -> rows of a snapshot of the reference (ids need not be sorted or contiguous)."""
-    order = ids.argsort().cpu()
-    sorted_ids = ids.cpu()[order]
+def _drop_repeated_rows(vectors: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Keep the first of rows that repeat an earlier row with the same id and the same values.
 
-    def lookup(wanted: Tensor) -> Tensor:
-        pos = order[torch.searchsorted(sorted_ids, wanted.cpu()).clamp_max(len(sorted_ids) - 1)]
-        return vectors[pos.to(vectors.device)]
+    Rows that share an id but differ are all kept (ids may repeat); only exact repeats, such as
+    one bank present on several ranks, go. Returns the inputs themselves when nothing repeats.
+    """
+    if len(ids) < 2:
+        return vectors, ids
+    sorted_ids, order = torch.sort(ids, stable=True)  # a group keeps its rows' original order
+    counts = torch.unique_consecutive(sorted_ids, return_counts=True)[1]
+    if int(counts.max()) < 2:
+        return vectors, ids
+    keep = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
+    step = max(1, 2**20 // max(vectors.shape[1], 1))
+    for offset in range(1, int(counts.max())):  # compare each row with every earlier one of its id
+        pairs = (sorted_ids[offset:] == sorted_ids[:-offset]).nonzero().squeeze(1)
+        for start in range(0, len(pairs), step):
+            p = pairs[start : start + step]
+            later, earlier = order[p + offset], order[p]
+            same = (vectors[later] == vectors[earlier]).all(dim=1)
+            keep[later[same]] = False
+    if bool(keep.all()):
+        return vectors, ids
+    return vectors[keep], ids[keep]
 
-    return lookup
+
+def _snapshot_rows(vectors: Tensor) -> Callable[[Tensor], Tensor]:
+    """positions -> rows of the snapshot an index was built from (exactly the rows it found)."""
+
+    def rows(positions: Tensor) -> Tensor:
+        return vectors[positions.to(vectors.device)]
+
+    return rows
 
 
 def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:

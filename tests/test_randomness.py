@@ -37,12 +37,13 @@ def posterior_encode(x: torch.Tensor) -> DiagonalGaussian:
     return DiagonalGaussian(mean, torch.full_like(mean, -3.0))
 
 
-def make_metric(config: str, **kwargs) -> InterpolatedFID:
+def make_metric(config: str, rank: int = 0, world: int = 1, **kwargs) -> InterpolatedFID:
     settings, use_bank = CONFIGS[config]
     bank = None
     if use_bank:
+        # Under DDP each rank holds its share of the reference; the metric gathers them.
         bank = LatentBank(capacity=64)
-        bank.add(encode(smooth_images(64, seed=2)))
+        bank.add(encode(smooth_images(64, seed=2))[rank::world], ids=torch.arange(64)[rank::world])
     return InterpolatedFID(
         encoder=posterior_encode,
         decoder=decode,
@@ -59,7 +60,7 @@ def values(metric: InterpolatedFID) -> dict[str, float]:
 
 def run(config: str, batch_sizes=(QUERIES,), order=None, rank=0, world=1) -> dict[str, float]:
     queries = smooth_images(QUERIES, seed=1)
-    metric = make_metric(config)
+    metric = make_metric(config, rank=rank, world=world)
     if order is None:
         share = queries[rank::world]
         start = 0

@@ -417,17 +417,12 @@ class IFIDMonitor:
                 self.collector.refill(encode, self.eval_batch_size, device)
             self.metric.bank = self.collector.bank
             self._index_encoder = adapter
-        vectors, ids = self.collector.bank.gather()
-        if world > 1:
-            # Rows restored from one checkpoint on every rank appear once per rank: keep one.
-            order = torch.argsort(ids, stable=True)
-            keep = torch.ones_like(ids, dtype=torch.bool)
-            sorted_ids = ids[order]
-            keep[order[1:]] = sorted_ids[1:] != sorted_ids[:-1]
-            vectors, ids = vectors[keep], ids[keep]
-        self.metric.refresh_index(vectors, ids)
+        # The metric gathers the banks of all ranks (rows restored from one checkpoint on every
+        # rank count once) and keeps no copy of the bank beside a compressed index.
+        self.metric.bank = self.collector.bank
+        rows = self.metric.refresh_index()
         self.schedule.last_refresh_step = self.step
-        self._index_rows = int(vectors.shape[0])
+        self._index_rows = int(rows)
         self._index_world = world
         self._index_ready = True
         return self._index_rows
