@@ -35,6 +35,10 @@ _STATE_FORMAT = 1
 BOOKKEEPING_KEYS = ("step", "bank_size", "num_eval_images")
 
 
+# The metric's extras a monitor passes through (``metric_options``).
+METRIC_OPTIONS = ("uncertainty", "reconstruction_metrics", "kid", "precision_recall")
+
+
 class IFIDMonitor:
     """Keeps a rolling bank of training latents and evaluates iFID/rFID on a fixed image set.
 
@@ -123,6 +127,10 @@ class IFIDMonitor:
             metrics suffixed with ``_<name>`` (e.g. ``{"ema": ema}``, or ``{"raw": vae}`` next to
             ``eval_vae=ema``).
         device: where the metric runs (default: the VAE's device, followed when it moves).
+        metric_options: the metric's extras, logged with the other keys:
+            ``{"uncertainty": ..., "reconstruction_metrics": ..., "kid": ...,
+            "precision_recall": ...}`` (see :class:`~ifid_callback.metric.InterpolatedFID`;
+            default: standard errors and PSNR/SSIM/MSE on, KID and precision/recall off).
 
     Example:
         >>> monitor = IFIDMonitor(vae, eval_images=val_images, eval_every_n_steps=1000)  # doctest: +SKIP
@@ -167,6 +175,7 @@ class IFIDMonitor:
         device: torch.device | str | None = None,
         eval_vae: Any = None,
         extra_vaes: Mapping[str, Any] | None = None,
+        metric_options: Mapping[str, bool] | None = None,
     ) -> None:
         self.schedule = Schedule(refresh_every_n_steps, eval_every_n_steps)
         for name, value in (
@@ -189,6 +198,13 @@ class IFIDMonitor:
             device=pinned,
             vae=vae,
         )
+        metric_options = dict(metric_options or {})
+        unknown = set(metric_options) - set(METRIC_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"metric_options takes {list(METRIC_OPTIONS)}, got {sorted(unknown)}; the other "
+                "metric settings are the monitor's own arguments."
+            )
         extra_vaes = dict(extra_vaes or {})
         for name in extra_vaes:
             if not isinstance(name, str) or not name.isidentifier():
@@ -215,6 +231,7 @@ class IFIDMonitor:
             reset_real_features=False,
             seed=seed,
             auto_refresh_index=False,
+            **metric_options,
         )
         self.metric.bank = self.collector.bank
         self.vae = vae
