@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
+from ifid_callback.feature_share import apply_keeping_shared
 from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
 from ifid_callback.functional import frechet
 from ifid_callback.functional.channel_norm import (
@@ -154,7 +155,9 @@ class InterpolatedFID(Metric):
         vae: instead of encoder/decoder, an object with ``encode``/``decode`` such as
             ``diffusers.AutoencoderKL``, ``AutoencoderTiny``, ``AutoencoderDC`` or ``VQModel``.
         feature: ``"inception"`` for the standard FID Inception-v3 pool3 features (2048-d, offline
-            weights), or an ``nn.Module`` mapping images in ``input_range`` to (B, d).
+            weights; one network per process and device, shared by every metric that asks for
+            it: see :mod:`ifid_callback.feature_share`), or an ``nn.Module`` mapping images in
+            ``input_range`` to (B, d) (pass one module to several metrics to share it).
         interpolation: ``"slerp"`` (default), ``"linear"`` or ``"mask"``.
         alpha: interpolation weight in [0, 1] (default 0.5); 0 gives iFID == rFID.
         k: number of nearest neighbours to pick one from (default 1; k > 1: a seeded random
@@ -210,6 +213,8 @@ class InterpolatedFID(Metric):
     higher_is_better = False
     full_state_update = False
     plot_lower_bound = 0.0
+    # torchmetrics' convention (FeatureShare): the attribute that holds the feature network.
+    feature_network: str = "feature_net"
 
     def __init__(
         self,
@@ -485,6 +490,11 @@ class InterpolatedFID(Metric):
         super().reset()
         for key, value in kept.items():
             setattr(self, key, value)
+
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        # A shared Inception is swapped for the target device's, never moved under its holders.
+        parent = super()._apply
+        return apply_keeping_shared(self, "feature_net", lambda: parent(fn, *args, **kwargs), fn)
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Calling the metric accumulates like :meth:`update`; a per-batch FID is not meaningful."""
@@ -1014,6 +1024,7 @@ def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:
 
 
 def _feature_name(net: torch.nn.Module) -> str:
+    net = getattr(net, "network", net)  # inside torchmetrics' FeatureShare (a NetworkCache)
     return "inception" if isinstance(net, InceptionFeatures) else type(net).__name__
 
 
