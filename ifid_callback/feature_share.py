@@ -113,9 +113,9 @@ class TorchmetricsFeatures(nn.Module):
     The network's weights are kept out of ``state_dict`` (rebuilt from the same weights).
 
     Args:
-        net: the network, taking images in its ``input_range``; default
-            ``shared_inception()`` (range (-1, 1), the one metrics with the default
-            ``input_range`` hold).
+        net: the network, taking images in its ``input_range`` attribute (without one:
+            (-1, 1)); default ``shared_inception()``, the one metrics with the default
+            ``input_range`` hold.
 
     Shape:
         forward: (B, 3, H, W) uint8 or float images -> (B, num_features) float32.
@@ -124,7 +124,8 @@ class TorchmetricsFeatures(nn.Module):
     def __init__(self, net: nn.Module | None = None) -> None:
         super().__init__()
         self.net = net if net is not None else shared_inception()
-        low, high = getattr(self.net, "input_range", (0.0, 1.0))
+        # A module without `input_range` takes what InterpolatedFID gives it by default.
+        low, high = getattr(self.net, "input_range", (-1.0, 1.0))
         self.input_range = (float(low), float(high))
         self.num_features = int(getattr(self.net, "num_features", 2048))
         self._register_state_dict_hook(_drop_net_keys)
