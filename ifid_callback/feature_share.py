@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ifid_callback.features import InceptionFeatures, _check_range, _resolve
 
 # (weights source, input range, precision, quantize, device) -> the module. Weak: a network
-# lives as long as a metric holds it, and a moved one (see _is_on) is never handed out again.
+# lives as long as a metric holds it, and one a holder moved is never handed out again.
 _SHARED: weakref.WeakValueDictionary[tuple, InceptionFeatures] = weakref.WeakValueDictionary()
 
 
