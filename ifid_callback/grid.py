@@ -18,6 +18,7 @@ def image_grid(
     input_range: tuple[float, float] = (-1.0, 1.0),
     padding: int = 2,
     pad_value: float = 1.0,
+    titles: Sequence[str] | None = None,
 ) -> Tensor:
     """Lay out image batches as the columns of a grid, one row per sample.
 
@@ -29,10 +30,14 @@ def image_grid(
             clamped.
         padding: pixels of ``pad_value`` between and around the cells.
         pad_value: value of the padding, in [0, 1] (1.0 is white).
+        titles: one title per column, written in black above it (e.g. :data:`COLUMN_TITLES`).
+            Cells narrower than the widest title are enlarged by an integer factor (nearest
+            neighbour, at most 8x) so that the titles fit.
 
     Returns:
-        A (3, rows * (H + padding) + padding, cols * (W + padding) + padding) float32 tensor in
-        [0, 1] on the CPU, the layout TensorBoard's ``add_image`` expects (CHW).
+        A (3, header + rows * (H' + padding) + padding, cols * (W' + padding) + padding) float32
+        tensor in [0, 1] on the CPU, the layout TensorBoard's ``add_image`` expects (CHW); H' = H
+        and W' = W and no header without ``titles``.
     """
     if len(columns) == 0:
         raise ValueError("image_grid needs at least one column of images.")
@@ -50,8 +55,16 @@ def image_grid(
         raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}.")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}.")
+    if titles is not None and len(titles) != len(columns):
+        raise ValueError(f"got {len(titles)} titles for {len(columns)} columns; give one each.")
     rows, channels, h, w = shape
     cols = len(columns)
+    scale = 1
+    if titles is not None:
+        font = _font()
+        widest = max(_text_size(font, str(t))[0] for t in titles) + 2
+        scale = min(8, max(1, -(-widest // w)))
+        h, w = h * scale, w * scale
     grid = torch.full(
         (3, rows * (h + padding) + padding, cols * (w + padding) + padding),
         float(pad_value),
@@ -59,13 +72,48 @@ def image_grid(
     )
     for j, col in enumerate(columns):
         img = ((col.detach().float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
+        if scale > 1:
+            img = img.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
         img = img.expand(-1, 3, -1, -1) if channels == 1 else img[:, :3]
         if img.shape[1] < 3:  # two channels: pad with zeros so the grid stays RGB
             img = torch.cat([img, torch.zeros(rows, 3 - img.shape[1], h, w)], dim=1)
         for i in range(rows):
             top, left = padding + i * (h + padding), padding + j * (w + padding)
             grid[:, top : top + h, left : left + w] = img[i]
+    if titles is not None:
+        grid = torch.cat([_title_strip(titles, w, padding, grid.shape[2], pad_value), grid], dim=1)
     return grid
+
+
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def _text_size(font, text: str) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return int(right - left), int(bottom - top)
+
+
+def _title_strip(
+    titles: Sequence[str], cell_width: int, padding: int, width: int, pad_value: float
+) -> Tensor:
+    """A (3, h, width) strip with each title centred above its column, black on the padding."""
+    from PIL import Image, ImageDraw
+
+    font = _font()
+    text_height = max(_text_size(font, str(t))[1] for t in titles)
+    height = text_height + 2 * max(padding, 2) + 2
+    background = int(round(float(pad_value) * 255))
+    strip = Image.new("RGB", (width, height), (background,) * 3)
+    draw = ImageDraw.Draw(strip)
+    for j, title in enumerate(titles):
+        text_width, _ = _text_size(font, str(title))
+        left = padding + j * (cell_width + padding) + (cell_width - text_width) // 2
+        draw.text((left, max(padding, 2)), str(title), fill=(0, 0, 0), font=font, anchor="lt")
+    array = torch.frombuffer(bytearray(strip.tobytes()), dtype=torch.uint8)
+    return array.reshape(height, width, 3).permute(2, 0, 1).float() / 255.0
 
 
 def save_png(grid: Tensor, path: str | os.PathLike, scale: int = 1) -> None:

@@ -180,7 +180,7 @@ def test_grid_rows_columns_and_png(tmp_path):
     vae = _vae()
     monitor = _monitor(vae, grid_rows=3)
     monitor.observe(latents=vae.encode(_batches(1)[0]).mean)
-    grid = monitor.render_grid()
+    grid = monitor.render_grid(labels=False)
     assert grid.shape == (3, 3 * 18 + 2, 4 * 18 + 2)
     assert 0.0 <= float(grid.min()) and float(grid.max()) <= 1.0
     # First cell is the first evaluation image mapped from [-1, 1] to [0, 1].

@@ -22,6 +22,8 @@ def _blocks(language: str) -> list[str]:
 
 PYTHON = _blocks("python")
 NEEDS = {
+    "lightning-ema": ("lightning", "tensorboard", "wandb"),
+    "ema": ("ema_pytorch",),
     "lightning": ("lightning", "tensorboard"),
     "accelerate": ("accelerate", "tensorboard"),
     "transformers": ("transformers", "accelerate", "tensorboard"),
@@ -29,15 +31,21 @@ NEEDS = {
 
 
 def _framework(code: str) -> str:
+    if "EMAWeightAveraging" in code:
+        return "lightning-ema"
+    if "from ema_pytorch" in code:
+        return "ema"
     for name in NEEDS:
         if f"ifid_callback.integrations.{name}" in code:
             return name
     return "metric"
 
 
-def test_the_readme_has_the_four_quick_starts():
-    kinds = [_framework(code) for code in PYTHON]
-    assert {"metric", "lightning", "accelerate", "transformers"} <= set(kinds), kinds
+def test_the_readme_has_the_four_quick_starts_and_the_averaged_weights():
+    # The second "metric" snippet: one feature network shared by several metrics.
+    assert sorted(_framework(code) for code in PYTHON) == sorted(
+        ["metric", "metric", "lightning", "accelerate", "transformers", "lightning-ema", "ema"]
+    )
 
 
 @pytest.fixture
@@ -54,9 +62,11 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("code", PYTHON, ids=[_framework(c) for c in PYTHON])
-def test_python_snippet_runs_as_written(code, in_tmp):
+def test_python_snippet_runs_as_written(code, in_tmp, monkeypatch):
     for module in NEEDS.get(_framework(code), ()):
         pytest.importorskip(module)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # restored after the test; the snippet sets it too
+    monkeypatch.setenv("WANDB_SILENT", "true")
     namespace: dict = {"__name__": "__readme__"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # framework chatter; our own warnings are checked below
@@ -67,6 +77,25 @@ def test_python_snippet_runs_as_written(code, in_tmp):
     if kind == "metric":
         values = namespace["metric"].compute()
         assert math.isfinite(float(values["ifid"])) and math.isfinite(float(values["rfid"]))
+    elif kind == "lightning-ema":
+        import csv
+
+        import wandb
+
+        wandb.finish()
+        wandb.teardown()
+        history = namespace["ifid"].monitor.history
+        assert [h["step"] for h in history] == [4, 8]
+        (metrics,) = list(in_tmp.rglob("metrics.csv"))
+        with open(metrics) as f:
+            logged = [float(r["val/ifid"]) for r in csv.DictReader(f) if r.get("val/ifid")]
+        assert logged == pytest.approx([h["ifid"] for h in history], rel=1e-6)
+        assert list(in_tmp.rglob("events.out.tfevents.*"))
+        assert list(in_tmp.rglob("run-*.wandb"))
+    elif kind == "ema":
+        history = namespace["monitor"].history
+        assert [h["step"] for h in history] == [4, 8]
+        assert all(h["ifid"] != h["ifid_raw"] for h in history)
     elif kind == "lightning":
         history = namespace["ifid"].monitor.history
         assert [h["step"] for h in history] == [4, 8]

@@ -1,4 +1,5 @@
-"""iFID in a plain Accelerate training loop: log through ``accelerator.log``, checkpoint with it.
+"""iFID in a plain Accelerate training loop: log through the Accelerator's trackers, checkpoint
+with ``save_state``.
 
 Accelerate has no callbacks; the loop calls the monitor itself::
 
@@ -20,25 +21,11 @@ from typing import Any
 
 from accelerate import Accelerator
 
+from ifid_callback.integrations.common import logged_metrics
+from ifid_callback.integrations.loggers import log_grid
 from ifid_callback.monitor import IFIDMonitor
 
 __all__ = ["AccelerateIFID", "log_metrics"]
-
-
-def _no_tracker_message(accelerator: Accelerator) -> str:
-    requested = accelerator.log_with
-    how = (
-        f"log_with={[str(getattr(t, 'value', t)) for t in requested]} was requested but "
-        "accelerator.init_trackers(...) was not called"
-        if requested
-        else "the Accelerator has no log_with"
-    )
-    return (
-        f"accelerator.log writes nothing: {how}, so val/ifid and val/rfid reach no logger. Use "
-        "Accelerator(log_with='tensorboard', project_dir=...) and call "
-        "accelerator.init_trackers('run_name') before training (the metrics are still returned "
-        "by evaluate())."
-    )
 
 
 def log_metrics(
@@ -48,38 +35,30 @@ def log_metrics(
     log_prefix: str = "val/",
     grid: Any = None,
 ) -> None:
-    """Log ``result["ifid"]``/``["rfid"]`` (and an optional (3, H, W) grid) with the trackers.
-
-    ``accelerator.log`` writes on the main process only; the grid goes to a TensorBoard tracker
-    when one is active (``Accelerator(log_with="tensorboard")``).
-    """
-    accelerator.log(
-        {f"{log_prefix}ifid": result["ifid"], f"{log_prefix}rfid": result["rfid"]}, step=step
-    )
+    """Log every number of ``result`` with ``accelerator.log`` and an optional (3, H, W) grid to
+    each tracker that takes images (TensorBoard, W&B), at ``step``; main process only."""
+    accelerator.log(logged_metrics(result, log_prefix), step=step)
     if grid is None or not accelerator.is_main_process:
         return
     for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.log_images({f"{log_prefix}ifid_grid": grid[None].numpy()}, step=step)
+        log_grid(tracker, f"{log_prefix}ifid_grid", grid, step)
 
 
 class AccelerateIFID:
     """Thin glue between an :class:`~ifid_callback.monitor.IFIDMonitor` and an ``Accelerator``.
 
-    On construction the monitor is registered with ``accelerator.register_for_checkpointing``, so
+    The monitor is registered with ``accelerator.register_for_checkpointing``, so
     ``accelerator.save_state``/``load_state`` carry its bank, counters, cached real statistics
-    and history (register before ``load_state``, in the same order on save and load).
+    and history (register before ``load_state``, in the same order on save and load). The first
+    evaluation warns (once) when the accelerator has no initialised tracker (then
+    ``accelerator.log`` writes nothing).
 
     Args:
         monitor: the monitor to drive (its VAE should be the prepared model's VAE).
         accelerator: the loop's ``Accelerator``; metrics go to its trackers.
-        log_prefix: prefix of the logged names (``"val/ifid"``, ``"val/rfid"``).
-        log_grid: also log the image grid to a TensorBoard tracker at each evaluation.
+        log_prefix: prefix of the logged names (``"val/ifid"``, ``"val/rfid"``, ...).
+        log_grid: log the titled image grid to the TensorBoard/W&B trackers at each evaluation.
         register: register the monitor for checkpointing (False when done elsewhere).
-
-    The first evaluation warns (once) when the accelerator has no initialised tracker: then
-    ``accelerator.log`` writes nothing (``Accelerator(log_with=...)`` needs
-    ``accelerator.init_trackers(...)``).
     """
 
     def __init__(
@@ -97,10 +76,8 @@ class AccelerateIFID:
             raise TypeError(
                 f"accelerator must be an accelerate.Accelerator, got {type(accelerator).__name__}."
             )
-        self.monitor = monitor
-        self.accelerator = accelerator
-        self.log_prefix = log_prefix
-        self.log_grid = log_grid
+        self.monitor, self.accelerator = monitor, accelerator
+        self.log_prefix, self.log_grid = log_prefix, log_grid
         self._warned_no_tracker = False
         if register:
             accelerator.register_for_checkpointing(monitor)
@@ -117,20 +94,34 @@ class AccelerateIFID:
             return None
         return self.evaluate(step)
 
-    def _warn_if_nothing_logs(self) -> None:
-        accelerator = self.accelerator
-        if self._warned_no_tracker or not accelerator.is_main_process or accelerator.trackers:
-            return
-        self._warned_no_tracker = True
-        warnings.warn(_no_tracker_message(accelerator), UserWarning, stacklevel=3)
-
     def evaluate(self, step: int) -> dict[str, float]:
         """Evaluate now (every rank) and log the metrics (and grid) on the main process."""
         result = self.monitor.evaluate(step)
-        self._warn_if_nothing_logs()
+        accelerator = self.accelerator
+        if accelerator.is_main_process and not accelerator.trackers:
+            self._warn_nothing_logs()
         grid = None
-        if self.log_grid and self.accelerator.is_main_process:
-            if any(t.name == "tensorboard" for t in self.accelerator.trackers):
-                grid = self.monitor.render_grid()
-        log_metrics(self.accelerator, result, step, self.log_prefix, grid)
+        if self.log_grid and accelerator.is_main_process and accelerator.trackers:
+            grid = self.monitor.render_grid(labels=True)
+        log_metrics(accelerator, result, step, self.log_prefix, grid)
         return result
+
+    def _warn_nothing_logs(self) -> None:
+        if self._warned_no_tracker:
+            return
+        self._warned_no_tracker = True
+        requested = self.accelerator.log_with
+        how = (
+            f"log_with={[str(getattr(t, 'value', t)) for t in requested]} was requested but "
+            "accelerator.init_trackers(...) was not called"
+            if requested
+            else "the Accelerator has no log_with"
+        )
+        warnings.warn(
+            f"accelerator.log writes nothing: {how}, so val/ifid and val/rfid reach no logger. "
+            "Use Accelerator(log_with='tensorboard', project_dir=...) and call "
+            "accelerator.init_trackers('run_name') before training (the metrics are still "
+            "returned by evaluate()).",
+            UserWarning,
+            stacklevel=3,
+        )

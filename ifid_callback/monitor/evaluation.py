@@ -1,0 +1,133 @@
+"""Running one evaluation: the evaluation images through one set of VAE weights, into the metric.
+
+The real-image statistics of the evaluation set are computed on the first evaluation and kept
+(also across checkpoints), so later evaluations, and every set of weights within one evaluation
+(training and averaged weights), share them and pass only their decodes through the one feature
+network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ifid_callback.distributed import all_reduce_sum
+from ifid_callback.metric import InterpolatedFID
+from ifid_callback.monitor.eval_set import EvalImages
+from ifid_callback.monitor.weights import eval_mode
+from ifid_callback.vae import VAEAdapter
+
+__all__ = ["Evaluator", "scalar_metrics"]
+
+
+class Evaluator:
+    """Evaluates VAE weights on the fixed evaluation images with one metric.
+
+    Args:
+        metric: the monitor's metric (``reset_real_features=False``: real statistics cached).
+        eval_set: the evaluation images.
+        quiet: context-manager factory that silences latent collection while the VAE runs here.
+    """
+
+    def __init__(
+        self,
+        metric: InterpolatedFID,
+        eval_set: EvalImages,
+        quiet: Callable[[], contextlib.AbstractContextManager] | None = None,
+    ) -> None:
+        self.metric = metric
+        self.eval_set = eval_set
+        self.quiet = quiet
+        # Global (all-rank) real sums: after the first evaluation, or restored from a checkpoint
+        # (then pending until the next evaluation installs them in the metric).
+        self.real_global: dict[str, Tensor] | None = None
+        self.pending_real: dict[str, Tensor] | None = None
+
+    @contextlib.contextmanager
+    def using(self, adapter: VAEAdapter | None) -> Iterator[VAEAdapter]:
+        """The metric driving ``adapter``'s VAE (default: its own), in eval mode, hooks quiet."""
+        own = self.metric.vae
+        adapter = adapter or own
+        self.metric.vae = adapter
+        try:
+            with eval_mode(adapter.modules(), self.quiet), torch.no_grad():
+                yield adapter
+        finally:
+            self.metric.vae = own
+
+    def run(
+        self, adapter: VAEAdapter | None, rank: int, world: int, device: torch.device
+    ) -> dict[str, float]:
+        """Every scalar the metric computes for ``adapter``'s weights (default: its own VAE).
+
+        Collective under torch.distributed: each rank updates with its share of the images and
+        the metric's states are summed at ``compute``.
+        """
+        first_time = self.real_global is None
+        with self.using(adapter):
+            self.metric.reset()
+            self._apply_pending_real(rank)
+            # Global positions seed each image's random choices: equal on any world size.
+            positions = torch.arange(rank, self.eval_set.num, world)
+            done = 0
+            for batch in self.eval_set.batches(rank, world):
+                part = positions[done : done + batch.shape[0]]
+                self.metric.update(batch.to(device, torch.float32), positions=part)
+                done += batch.shape[0]
+            values = self.metric.compute()
+        if first_time:
+            self.real_global = self._global_real_statistics(world)
+        return scalar_metrics(values)
+
+    # ------------------------------------------------------------------ real statistics
+    def _apply_pending_real(self, rank: int) -> None:
+        """Install real statistics restored from a checkpoint (global sums; rank 0 holds them)."""
+        if self.pending_real is None:
+            return
+        pending, self.pending_real = self.pending_real, None
+        # The metric skips the real-image pass once its real statistics are cached.
+        self.metric.load_real_statistics(
+            {k: (v if rank == 0 else torch.zeros_like(v)) for k, v in pending.items()}
+        )
+        self.real_global = {k: v.clone() for k, v in pending.items()}
+
+    def _global_real_statistics(self, world: int) -> dict[str, Tensor]:
+        stats = self.metric.real_statistics()
+        if world > 1:
+            for key, value in stats.items():
+                stats[key] = all_reduce_sum(value)
+        return {key: value.cpu() for key, value in stats.items()}
+
+    def real_state(self) -> dict[str, Tensor] | None:
+        """Copies of the cached real statistics for a checkpoint (None before any)."""
+        real = self.real_global if self.real_global is not None else self.pending_real
+        return {k: v.clone() for k, v in real.items()} if real is not None else None
+
+    def load_real_state(self, real: Mapping[str, Any] | None) -> None:
+        """Forget the metric's real statistics; ``real`` is installed at the next evaluation."""
+        self.metric.load_real_statistics(None)
+        self.metric.reset()
+        self.real_global = None
+        self.pending_real = (
+            {k: torch.as_tensor(v).clone() for k, v in real.items()} if real is not None else None
+        )
+
+
+def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar entries of ``metric.compute()`` as floats; a non-finite one is an error."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, Tensor) and value.numel() != 1:
+            continue  # not a number to log
+        out[key] = float(value)
+        if not math.isfinite(out[key]):
+            raise ValueError(
+                f"{key} is {out[key]}: the features of the evaluation images or decodes are "
+                "degenerate; check the VAE and the feature network."
+            )
+    return out

@@ -1,0 +1,30 @@
+"""The columns of the monitor's image grid: x | NN(x) | interpolant | reconstruction."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ifid_callback.functional.interpolation import interpolate
+from ifid_callback.metric import InterpolatedFID
+
+__all__ = ["grid_columns"]
+
+
+def grid_columns(metric: InterpolatedFID, x: Tensor) -> list[Tensor]:
+    """``[x, D(NN(E(x))), D(interp), D(E(x))]`` for the first evaluation images ``x``, with the
+    metric's VAE and index.
+
+    Call under no_grad with the VAE in eval mode. The random choices (top-k pick, mask
+    positions, posterior sample) are those the evaluation makes for these images (keyed by their
+    positions 0..rows-1), so the grid shows what was measured.
+    """
+    rows = x.shape[0]
+    positions = torch.arange(rows)
+    z = metric._encode(x, positions)
+    z_nn, _ = metric.neighbors(z, generator=metric._generators(positions, "pick"))
+    mask = metric._generators(positions, "mask")
+    z_hat = interpolate(z, z_nn, metric.interpolation, metric.alpha, mask)
+    decoded = metric._decode(torch.cat([z_nn, z_hat, z]))
+    nn_x, interp, recon = decoded.split(rows)
+    return [x, nn_x, interp, recon]
