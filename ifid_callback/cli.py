@@ -33,6 +33,14 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         "rule: softmax of minus the per-element MSE) or softmax_distance",
     )
     g.add_argument(
+        "--search-norm",
+        choices=("bn_channel",),
+        default=None,
+        help="bn_channel: search neighbours (and weigh the top-k pick) on latents standardised "
+        "per channel with the reference's statistics; the interpolation stays on the raw "
+        "latents (default: raw latents)",
+    )
+    g.add_argument(
         "--index",
         default="auto",
         help="neighbour index: auto, exact, flat, ivf, ivf-sq8, ivf-pq, hnsw or a faiss factory string",
@@ -189,6 +197,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         k=args.k,
         pick=args.pick,
         sample_posterior=args.sample_posterior,
+        search_norm=args.search_norm,
     )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vae = load_vae(args.vae, device=device, subfolder=args.subfolder)
@@ -220,6 +229,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         index=args.index,
         preset=args.preset,
         sample_posterior=args.sample_posterior,
+        search_norm=args.search_norm,
         seed=args.seed,
         uncertainty=not args.no_uncertainty,
         reconstruction_metrics=not args.no_reconstruction_metrics,

@@ -96,6 +96,12 @@ def evaluate_vae(
     # that are in the reference set.
     contents = _Contents()
     if reference_loader is not None and stream_reference:
+        if metric.search_norm is not None:
+            raise ValueError(
+                f"search_norm={metric.search_norm!r} is not available with stream_reference "
+                "(ifid eval --stream-reference): the streamed index keeps no per-channel "
+                "statistics; drop one of the two."
+            )
         index_kind = metric_kwargs.get("index", "auto")
         index = _stream_reference(
             metric, reference_loader, device, index_kind, memory_budget_bytes, progress, contents

@@ -754,17 +754,21 @@ def resolve_feature(feature: str | nn.Module, input_range: tuple[float, float]) 
     """The feature extractor a metric should use.
 
     Args:
-        feature: ``"inception"`` for the standard FID Inception (``InceptionFeatures``), or any
+        feature: ``"inception"`` for the standard FID Inception (the process' shared
+            ``InceptionFeatures``, see ``ifid_callback.feature_share``), or any
             ``nn.Module`` mapping (B, C, H, W) images, exactly as the metric received them (float,
             in ``input_range``), to (B, d) features.
         input_range: ``(low, high)`` of the images the metric receives.
 
     Returns:
-        The module (the given one unchanged, or a new ``InceptionFeatures``).
+        The module (the given one unchanged, or the shared ``InceptionFeatures``).
     """
     if isinstance(feature, str):
         if feature.lower() == "inception":
-            return InceptionFeatures(input_range=input_range)
+            # One network per process and device for every metric that asks for it.
+            from ifid_callback.feature_share import shared_inception
+
+            return shared_inception(input_range)
         raise ValueError(
             f"Unknown feature {feature!r}: use 'inception' (standard FID) or pass an nn.Module "
             "that maps (B, C, H, W) images to (B, d) features."

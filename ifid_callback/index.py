@@ -32,7 +32,8 @@ _DISTANCES = ("cosine", "sqeuclidean")
 # exact wins. From a few 1e5 rows the exact search of a query set grows past the build, and the
 # fp32 bank (4*D bytes per row) becomes the memory problem; IVF-SQ8 then searches >= 10x faster
 # at recall@1 >= 0.95 with about 1/4 of the memory. Hence: exact below AUTO_EXACT_MAX_ROWS rows
-# when the stored vectors fit `memory_budget_bytes`, IVF-SQ8 above (IVF-PQ if SQ8 does not fit).
+# when the stored vectors fit `memory_budget_bytes`, IVF-SQ8 above; when SQ8 does not fit, IVF-PQ
+# with the most sub-quantizers (at most D/4) whose codes fit the budget.
 AUTO_EXACT_MAX_ROWS = 200_000
 
 # IVF training: points per list sampled for k-means, and its iterations. Fewer than faiss'
@@ -106,6 +107,19 @@ def _pq_subquantizers(dim: int) -> int:
     return 1
 
 
+def ivf_memory_bytes(n: int, dim: int, nlist: int, codec: str) -> int:
+    """Bytes of an ``IVF{nlist},{codec}`` faiss index over ``n`` rows of ``dim`` (no stored ids).
+
+    ``codec``: ``"SQ8"`` (one byte per dimension, 2*D trained floats) or ``"PQ{m}"`` (m one-byte
+    codes, 256 codewords per dimension). Each row also holds an 8-byte label in its list.
+    """
+    fixed = nlist * dim * 4
+    if codec == "SQ8":
+        return fixed + 2 * dim * 4 + n * (dim + 8)
+    m = int(codec.removeprefix("PQ"))
+    return fixed + 256 * dim * 4 + n * (m + 8)
+
+
 def _check_vectors(name: str, x: object, dim: int | None = None) -> Tensor:
     x = _check_matrix(name, x)
     if dim is not None and x.shape[1] != dim:
@@ -144,7 +158,9 @@ class NeighborIndex:
         device: device of the exact search (default: the vectors' device). With CUDA vectors and
             a GPU build of faiss, faiss indexes (except HNSW) are moved to the GPU(s).
         nprobe: IVF lists scanned per query (HNSW: efSearch); default from the number of lists.
-        memory_budget_bytes: "auto" picks a compressed index when the stored vectors exceed it.
+        memory_budget_bytes: "auto" picks a compressed index when the stored vectors exceed it:
+            IVF-SQ8, or IVF-PQ with the most sub-quantizers (<= D/4) that fit; refused when even
+            one sub-quantizer does not fit.
         seed: seeds the training subsample and k-means.
 
     Approximate indexes return approximate distances (from the compressed codes) and may miss
@@ -252,29 +268,35 @@ class NeighborIndex:
             )
 
     # ------------------------------------------------------------------ policy
-    def _resolve(self, n: int, dim: int, element_size: int, cuda: bool) -> str:
+    def _resolve(
+        self,
+        n: int,
+        dim: int,
+        element_size: int,
+        cuda: bool,
+        compressed: bool = False,
+        id_bytes: int = 0,
+    ) -> str:
+        """The index kind for ``n`` rows of ``dim``: ``"exact"`` or a faiss factory string.
+
+        ``compressed``: "auto" skips the exact index (a streamed build). ``id_bytes``: bytes per
+        row of stored ids (8 when ids are given), counted against ``memory_budget_bytes``.
+        """
         choice = self.index
         if choice == "auto":
-            fits = (
-                self.memory_budget_bytes is None
-                or n * dim * element_size <= self.memory_budget_bytes
-            )
-            if n < AUTO_EXACT_MAX_ROWS and fits:
+            budget = self.memory_budget_bytes
+            fits = budget is None or n * dim * element_size <= budget
+            if n < AUTO_EXACT_MAX_ROWS and fits and not compressed:
                 return "exact"
             if not _has_faiss():
                 if fits:
                     return "exact"
                 raise ImportError(
                     f"{n} vectors of dim {dim} ({n * dim * element_size} bytes) exceed "
-                    f"memory_budget_bytes={self.memory_budget_bytes} and a compressed index needs "
+                    f"memory_budget_bytes={budget} and a compressed index needs "
                     "faiss: `pip install faiss-cpu` (or faiss-gpu)."
                 )
-            sq8 = n * (dim + 8)
-            choice = (
-                "ivf-sq8"
-                if self.memory_budget_bytes is None or sq8 <= self.memory_budget_bytes
-                else "ivf-pq"
-            )
+            return self._auto_compressed(n, dim, id_bytes)
         if choice == "exact":
             return "exact"
         nlist = choose_nlist(n)
@@ -285,6 +307,29 @@ class NeighborIndex:
             "ivf-pq": f"IVF{nlist},PQ{_pq_subquantizers(dim)}",
             "hnsw": f"HNSW{_HNSW_M}",
         }.get(choice, choice)
+
+    def _auto_compressed(self, n: int, dim: int, id_bytes: int) -> str:
+        """IVF-SQ8 when it fits the budget, else IVF-PQ with the most sub-quantizers that fit.
+
+        Sizes are those :attr:`memory_bytes` reports: coarse centroids, codebooks, one code and
+        one 8-byte label per row, plus stored ids.
+        """
+        budget = self.memory_budget_bytes
+        nlist = choose_nlist(n)
+        sq8 = ivf_memory_bytes(n, dim, nlist, "SQ8") + n * id_bytes
+        if budget is None or sq8 <= budget:
+            return f"IVF{nlist},SQ8"
+        # Sub-quantizers of 8-bit codes dividing D, from D/4 (the quality cap) down to 1.
+        for m in range(max(1, dim // 4), 0, -1):
+            if dim % m == 0 and ivf_memory_bytes(n, dim, nlist, f"PQ{m}") + n * id_bytes <= budget:
+                return f"IVF{nlist},PQ{m}"
+        smallest = ivf_memory_bytes(n, dim, nlist, "PQ1") + n * id_bytes
+        raise ValueError(
+            f"memory_budget_bytes={budget} is too small for {n} vectors of dim {dim}: the smallest "
+            f"compressed index (IVF{nlist},PQ1) needs {smallest} bytes (centroids, codebooks and "
+            f"{1 + 8 + id_bytes} bytes per row). Raise memory_budget_bytes to at least {smallest}, "
+            "index fewer rows, or pass memory_budget_bytes=None."
+        )
 
     # ------------------------------------------------------------------ build
     def _prep(self, x: Tensor, owned: bool = False) -> np.ndarray:
@@ -403,7 +448,8 @@ class NeighborIndex:
         if ids is not None:
             ids = _check_ids(ids, n).to("cpu")
         target = self.device if self.device is not None else vectors.device
-        kind = self._resolve(n, dim, vectors.element_size(), target.type == "cuda")
+        id_bytes = 8 if ids is not None else 0
+        kind = self._resolve(n, dim, vectors.element_size(), target.type == "cuda", False, id_bytes)
         if kind == "exact":
             stored = vectors.detach().to(target)
             scales = _row_scales(stored, self.distance)
@@ -487,10 +533,11 @@ class NeighborIndex:
         x0, i0 = split(first, None)
         dim = x0.shape[1]
         cuda = (self.device or x0.device).type == "cuda"
+        id_bytes = 8 if i0 is not None else 0
         if self.index == "exact" or (
             self.index == "auto"
             and total is not None
-            and self._resolve(total, dim, x0.element_size(), cuda) == "exact"
+            and self._resolve(total, dim, x0.element_size(), cuda, False, id_bytes) == "exact"
         ):
             xs, ids_list = [x0], [i0]
             for item in it:
@@ -500,10 +547,8 @@ class NeighborIndex:
             return self.build(torch.cat([x.to(x0.device) for x in xs]), self._stream_ids(ids_list))
 
         def plan(rows: int) -> tuple[str, int]:
-            if self.index == "auto":
-                kind = self._resolve(max(rows, AUTO_EXACT_MAX_ROWS), dim, x0.element_size(), cuda)
-            else:
-                kind = self._resolve(rows, dim, x0.element_size(), cuda)
+            # "auto" here always compresses; the budget is checked for the planned rows.
+            kind = self._resolve(rows, dim, x0.element_size(), cuda, True, id_bytes)
             if self.index in NAMED_INDEXES:  # our nlist follows the planned size
                 kind = re.sub(r"IVF\d+", f"IVF{choose_nlist(rows)}", kind)
             need = train_size or min(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,15 @@ import torch
 _DIFFUSERS_CLASSES = ("AutoencoderKL", "AutoencoderTiny", "AutoencoderDC", "VQModel")
 
 
-def load_vae(spec: str, device: torch.device | str = "cpu", subfolder: str | None = None) -> Any:
+def load_vae(
+    spec: str | os.PathLike, device: torch.device | str = "cpu", subfolder: str | None = None
+) -> Any:
     """Load a VAE from ``spec``.
 
     Args:
         spec: ``"package.module:factory"`` (a callable returning the VAE, or a VAE object), a local
-            diffusers directory (``config.json`` + weights, e.g. written by ``save_pretrained``),
-            or a hub id such as ``"stabilityai/sd-vae-ft-mse"`` (downloaded by diffusers only
+            diffusers directory as ``str`` or ``pathlib.Path`` (``config.json`` + weights, e.g.
+            written by ``save_pretrained``), or a hub id such as ``"stabilityai/sd-vae-ft-mse"`` (downloaded by diffusers only
             because the user named it).
         device: where the VAE is put; it is set to eval mode.
         subfolder: diffusers subfolder (e.g. ``"vae"`` inside a pipeline repository).
@@ -25,6 +28,7 @@ def load_vae(spec: str, device: torch.device | str = "cpu", subfolder: str | Non
     Returns:
         The VAE (an object with ``encode``/``decode``).
     """
+    spec = os.fspath(spec)
     if ":" in spec and not Path(spec).exists():
         module_name, _, attr = spec.partition(":")
         try:

@@ -13,8 +13,15 @@ from torchmetrics import Metric
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
+from ifid_callback.feature_share import apply_keeping_shared
 from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
 from ifid_callback.functional import frechet
+from ifid_callback.functional.channel_norm import (
+    ChannelStatistics,
+    candidate_mse,
+    channel_statistics,
+    standardize,
+)
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 from ifid_callback.functional.interpolation import INTERPOLATIONS, interpolate
 from ifid_callback.functional.kid import DEFAULT_SUBSET_SIZE, kernel_inception_distances
@@ -33,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "k": 1,
     "pick": "uniform",
     "sample_posterior": False,
+    "search_norm": None,
 }
 PRESETS: dict[str, dict[str, Any]] = {
     # The official protocol: posterior sample, top-10 neighbours, one picked with probability
@@ -64,6 +72,8 @@ _ROW_STATES = (
 _SSIM_MIN_SIDE = 6
 # Neighbourhood size of the manifold precision and recall (Kynkäänniemi et al.).
 _PR_K = 3
+# How latents are normalised for the neighbour search and the pick weights (None: raw latents).
+SEARCH_NORMS = (None, "bn_channel")
 
 
 def resolve_settings(
@@ -75,6 +85,7 @@ def resolve_settings(
     pick: str | None = None,
     sample_posterior: bool | None = None,
     distance: str | None = None,
+    search_norm: str | None = None,
 ) -> dict[str, Any]:
     """The protocol settings that run for these arguments (None: not given).
 
@@ -84,7 +95,8 @@ def resolve_settings(
     with this function, and reports should record its result.
 
     Returns:
-        ``{"preset", "interpolation", "alpha", "k", "pick", "sample_posterior", "distance"}``.
+        ``{"preset", "interpolation", "alpha", "k", "pick", "sample_posterior", "search_norm",
+        "distance"}``.
 
     Raises:
         ValueError: unknown preset or values, or arguments that contradict the preset.
@@ -95,6 +107,7 @@ def resolve_settings(
         "k": k,
         "pick": pick,
         "sample_posterior": sample_posterior,
+        "search_norm": search_norm,
     }
     given = {key: value for key, value in given.items() if value is not None}
     settings = dict(DEFAULTS)
@@ -136,6 +149,12 @@ def resolve_settings(
     if distance not in _DISTANCES:
         raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}.")
     settings["sample_posterior"] = bool(settings["sample_posterior"])
+    if settings["search_norm"] not in SEARCH_NORMS:
+        raise ValueError(
+            f"search_norm must be one of {SEARCH_NORMS}, got {settings['search_norm']!r}: "
+            "'bn_channel' standardises latents per channel with the reference's statistics for "
+            "the neighbour search and the pick weights; None searches the raw latents."
+        )
     return {"preset": preset, **settings, "distance": distance}
 
 
@@ -161,7 +180,9 @@ class InterpolatedFID(Metric):
         vae: instead of encoder/decoder, an object with ``encode``/``decode`` such as
             ``diffusers.AutoencoderKL``, ``AutoencoderTiny``, ``AutoencoderDC`` or ``VQModel``.
         feature: ``"inception"`` for the standard FID Inception-v3 pool3 features (2048-d, offline
-            weights), or an ``nn.Module`` mapping images in ``input_range`` to (B, d).
+            weights; one network per process and device, shared by every metric that asks for
+            it: see :mod:`ifid_callback.feature_share`), or an ``nn.Module`` mapping images in
+            ``input_range`` to (B, d) (pass one module to several metrics to share it).
         interpolation: ``"slerp"`` (default), ``"linear"`` or ``"mask"``.
         alpha: interpolation weight in [0, 1] (default 0.5); 0 gives iFID == rFID.
         k: number of nearest neighbours to pick one from (default 1; k > 1: a seeded random
@@ -171,6 +192,12 @@ class InterpolatedFID(Metric):
             difference per latent element between the query and candidate j on the raw latents
             (whatever distance found the k); or ``"softmax_distance"``: softmax of minus the
             search distance (cosine distances in [0, 2] make it nearly uniform).
+        search_norm: ``None`` (default): neighbours are searched on the raw latents.
+            ``"bn_channel"`` (the authors' newer code): the search, and the ``softmax_mse`` /
+            ``softmax_distance`` pick weights, see latents standardised per channel with the
+            mean and standard deviation (population, +1e-5 variance) of the indexed reference
+            rows, gathered at each index refresh; the interpolation still mixes the raw latents.
+            The index then keeps a standardised float32 copy of the reference rows.
         bank: a :class:`LatentBank` of reference latents, or None to use the query images
             themselves as the reference (all latents are kept until ``compute``; self excluded).
             Under torch.distributed the reference is the union of the banks of all ranks
@@ -232,6 +259,8 @@ class InterpolatedFID(Metric):
     higher_is_better = False
     full_state_update = False
     plot_lower_bound = 0.0
+    # torchmetrics' convention (FeatureShare): the attribute that holds the feature network.
+    feature_network: str = "feature_net"
 
     def __init__(
         self,
@@ -256,6 +285,7 @@ class InterpolatedFID(Metric):
         range_tolerance: float = 1e-3,
         auto_refresh_index: bool = True,
         num_features: int | None = None,
+        search_norm: str | None = None,
         uncertainty: bool = True,
         reconstruction_metrics: bool = True,
         kid: bool = False,
@@ -271,6 +301,7 @@ class InterpolatedFID(Metric):
             pick=pick,
             sample_posterior=sample_posterior,
             distance=distance,
+            search_norm=search_norm,
         )
         low, high = (float(v) for v in input_range)
         if not low < high:
@@ -311,6 +342,9 @@ class InterpolatedFID(Metric):
         self.alpha = settings["alpha"]
         self.k = settings["k"]
         self.pick = settings["pick"]
+        self.search_norm = settings["search_norm"]
+        # Per-channel statistics of the indexed rows (search_norm="bn_channel"), set at refresh.
+        self._search_statistics: ChannelStatistics | None = None
         self.bank = bank
         self.index = index
         self.distance = settings["distance"]
@@ -382,8 +416,9 @@ class InterpolatedFID(Metric):
     @property
     def settings(self) -> dict[str, Any]:
         """The settings that run (for logs, hparams and JSON reports): preset, interpolation,
-        alpha, k, pick, sample_posterior, distance, index, seed, compute_rfid, input_range,
-        reset_real_features, the feature network's name and which extras are reported."""
+        alpha, k, pick, sample_posterior, search_norm, distance, index, seed, compute_rfid,
+        input_range, reset_real_features, the feature network's name and which extras are
+        reported."""
         return {
             "preset": self.preset,
             "interpolation": self.interpolation,
@@ -391,6 +426,7 @@ class InterpolatedFID(Metric):
             "k": self.k,
             "pick": self.pick,
             "sample_posterior": self.vae.sample_posterior,
+            "search_norm": self.search_norm,
             "distance": self.distance,
             "index": self.index,
             "seed": self.seed,
@@ -660,6 +696,11 @@ class InterpolatedFID(Metric):
             setattr(self, key, value)
         self._rows_cached = keep_rows
 
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        # A shared Inception is swapped for the target device's, never moved under its holders.
+        parent = super()._apply
+        return apply_keeping_shared(self, "feature_net", lambda: parent(fn, *args, **kwargs), fn)
+
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Calling the metric accumulates like :meth:`update`; a per-batch FID is not meaningful."""
         self.update(*args, **kwargs)
@@ -771,10 +812,14 @@ class InterpolatedFID(Metric):
         if bank is not getattr(self, "_bank", None):
             self._index = None
             self._index_source = None
+            self._search_statistics = None
         self._bank = bank
 
     def refresh_index(self, vectors: Tensor | None = None, ids: Tensor | None = None) -> int:
-        """(Re)build the neighbour index from the bank, or from given (N, D) vectors and ids.
+        """(Re)build the neighbour index from the bank, or from given vectors and ids.
+
+        ``vectors``: (N, D) flattened latents, or (N, C, ...) latents (required shape with
+        ``search_norm="bn_channel"``, which needs the channel count).
 
         An index built from the bank answers for the rows the bank held at this refresh: with
         ``auto_refresh_index`` the next search after any bank change refreshes it; without, later
@@ -810,8 +855,12 @@ class InterpolatedFID(Metric):
                 )
         elif vectors.shape[0] < 1:
             raise ValueError("The reference set is empty; add latents first.")
+        channels = self._reference_channels(vectors)
+        if vectors is not None and vectors.ndim > 2:
+            vectors = vectors.reshape(vectors.shape[0], -1)
         # Never hold two indexes (or an old snapshot's kept rows) while building the next one.
         self._index = self._rows = self._index_source = None
+        self._search_statistics = None
         index = NeighborIndex(index=self.index, distance=self.distance, seed=self.seed)
         source = None
         if vectors is None and world > 1:
@@ -836,9 +885,31 @@ class InterpolatedFID(Metric):
             if ids is None:
                 ids = torch.arange(vectors.shape[0], device=vectors.device)
             rows = _snapshot_rows(vectors)
+        statistics = None
+        if channels is not None:
+            # Statistics of exactly the rows indexed (after any gather); the index searches
+            # their standardised copy, while `rows` keep returning the raw latents.
+            statistics = channel_statistics(vectors, channels)
+            vectors = standardize(vectors.to(torch.float32), statistics)
         index.build(vectors, ids)
         self._index, self._index_source, self._rows = index, source, rows
+        self._search_statistics = statistics
         return len(index)
+
+    def _reference_channels(self, vectors: Tensor | None) -> int | None:
+        """Channel count of the reference latents when the search standardises them, else None."""
+        if self.search_norm is None:
+            return None
+        if vectors is None:
+            assert self.bank is not None
+            return int(self.bank.latent_shape[0])
+        if vectors.ndim > 2:
+            return int(vectors.shape[1])
+        raise ValueError(
+            f"search_norm={self.search_norm!r} standardises each channel, so refresh_index() "
+            f"needs latents shaped (N, C, ...), got flattened rows {tuple(vectors.shape)}; pass "
+            "vectors.reshape(N, C, H, W)."
+        )
 
     def _index_is_stale(self) -> bool:
         """Whether the index must be rebuilt from the bank before the next search."""
@@ -866,7 +937,14 @@ class InterpolatedFID(Metric):
             raise TypeError("lookup must be callable: ids (B,) -> latents (B, ...).")
         if self.bank is not None:
             raise ValueError("This metric has a bank; set_reference replaces it: pass bank=None.")
+        if self.search_norm is not None:
+            raise ValueError(
+                f"search_norm={self.search_norm!r} needs the reference's per-channel statistics, "
+                "which a prebuilt index does not carry; use a bank (or refresh_index(latents)) "
+                "or search_norm=None with set_reference()."
+            )
         self._index, self._index_source = index, None
+        self._search_statistics = None
         self._rows = lambda positions: lookup(index.ids_of(positions))
         self._external_reference = True
 
@@ -909,6 +987,9 @@ class InterpolatedFID(Metric):
                 f"k={self.k} neighbours requested but the reference holds only {available} "
                 "candidates per query; lower k or add more latents to the bank."
             )
+        stats = self._search_statistics
+        if stats is not None:  # bn_channel: search in the reference's standardised space
+            flat = standardize(flat.detach().to(torch.float32), stats)
         # Positions name the rows found; ids are only labels (they may repeat).
         dist, found = self._index.search_rows(flat, k=self.k, exclude=exclude)
         if self.k > 1:
@@ -923,11 +1004,16 @@ class InterpolatedFID(Metric):
         if self.pick != "softmax_mse":
             rule = "softmax" if self.pick == "softmax_distance" else "uniform"
             return pick_neighbor(dist.cpu(), found.cpu(), pick=rule, generator=generator)
-        # The official weights: mean squared difference per latent element on the raw latents.
+        # The official weights: mean squared difference per latent element on the raw latents
+        # (bn_channel: on the latents standardised with the reference's statistics).
         batch, k = found.shape
         flat = z.reshape(batch, 1, -1).to(torch.float32)
         candidates = self._rows(found.reshape(-1)).to(flat.device, torch.float32)
-        mse = (candidates.reshape(batch, k, -1) - flat).pow(2).mean(dim=2)
+        stats = self._search_statistics
+        if stats is not None:
+            mse = candidate_mse(flat[:, 0], candidates.reshape(batch, k, -1), stats)
+        else:
+            mse = (candidates.reshape(batch, k, -1) - flat).pow(2).mean(dim=2)
         return pick_neighbor(mse.cpu(), found.cpu(), pick="softmax", generator=generator)
 
     # ------------------------------------------------------------------ internals
@@ -1166,6 +1252,7 @@ class InterpolatedFID(Metric):
         finally:
             # The index and its snapshot hold a copy of every query latent: free them now.
             self._index = self._rows = self._index_source = None
+            self._search_statistics = None
 
     def _search_own_queries(
         self,
@@ -1176,7 +1263,11 @@ class InterpolatedFID(Metric):
         sums: dict[str, Tensor],
     ) -> tuple[dict[str, Tensor], Tensor | None]:
         n = latents.shape[0]
-        self.refresh_index(latents, ids)
+        # Shaped (N, C, ...) so that bn_channel finds the channels; flat latents (N, D) have
+        # one channel per element, as in a bank of such latents.
+        self.refresh_index(
+            latents.reshape(-1, *shape) if len(shape) > 1 else latents[..., None], ids
+        )
         world, rank = world_and_rank() if self._is_synced else (1, 0)
         chunk = 64
         partial = {key: torch.zeros_like(value) for key, value in sums.items()}
@@ -1273,6 +1364,7 @@ def _as_ids(name: str, values: Any, batch: int) -> Tensor | None:
 
 
 def _feature_name(net: torch.nn.Module) -> str:
+    net = getattr(net, "network", net)  # inside torchmetrics' FeatureShare (a NetworkCache)
     return "inception" if isinstance(net, InceptionFeatures) else type(net).__name__
 
 

@@ -25,12 +25,7 @@ from ifid_callback.index import NeighborIndex  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_NAMES = ("metric", "copies", "inception", "trainer", "probe", "search", "stream")
 # Lines that fail today because of the library, each with an xfail test of its own below.
-KNOWN_LIBRARY_FAILURES = {"stream imagenet-like"}
-INDEX_BUDGET_BUG = (
-    "index.py NeighborIndex._resolve: with memory_budget_bytes, 'auto' falls back to IVF-PQ "
-    "with a fixed D/4 sub-quantizers without checking that it fits, so the index exceeds the "
-    "budget (1.28M x 4096 at 1 GiB: PQ1024 holds 1.39 GB)"
-)
+KNOWN_LIBRARY_FAILURES: set[str] = set()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +69,6 @@ def test_every_check_reports_its_lines(tiny_run):
     assert f"of {len(rows)} lines passed" in stdout
 
 
-@pytest.mark.xfail(strict=True, reason=INDEX_BUDGET_BUG)
 def test_streamed_reference_fits_its_budget_in_the_check(tiny_run):
     _, _, rows = tiny_run
     row = next(r for r in rows if r["check"] == "stream imagenet-like")
@@ -119,7 +113,6 @@ def test_clustered_rows_are_deterministic_and_clustered():
     assert float(dist.median()) < 0.5 * float(torch.cdist(a, a).median())
 
 
-@pytest.mark.xfail(strict=True, reason=INDEX_BUDGET_BUG)
 def test_auto_index_stays_within_its_memory_budget(one_thread):
     # fp32: 5.1 MB; IVF-SQ8: 1.4 MB; IVF566,PQ16 (D/4): about 0.69 MB; IVF566,PQ8: about 0.53 MB.
     x = gpu_check._Clusters(64, torch.device("cpu")).rows(20_000, seed=0)

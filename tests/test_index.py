@@ -163,10 +163,10 @@ def test_auto_policy() -> None:
     assert index.kind == "exact"
     # fp32 rows plus one fp32 norm per row, computed once at build.
     assert index.memory_bytes == 2000 * (32 * 4 + 4) and index.memory_per_vector == 132
-    # Over the memory budget the bank is compressed.
-    small = NeighborIndex("auto", memory_budget_bytes=100_000).build(x)
+    # Over the memory budget the bank is compressed (SQ8 with its tables: 103,168 bytes).
+    small = NeighborIndex("auto", memory_budget_bytes=110_000).build(x)
     assert small.kind.startswith("IVF") and small.kind.endswith("SQ8")
-    assert small.memory_bytes < 2000 * 32 * 4
+    assert small.memory_bytes <= 110_000
 
 
 def test_result_device_and_half_storage() -> None:

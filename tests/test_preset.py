@@ -111,6 +111,7 @@ def test_settings_record_what_runs():
         "k": 10,
         "pick": "softmax_mse",
         "sample_posterior": True,
+        "search_norm": None,
         "distance": "cosine",
     }
     assert {key: paper.settings[key] for key in expected} == expected

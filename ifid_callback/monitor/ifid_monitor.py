@@ -114,7 +114,7 @@ class IFIDMonitor:
         encode_fraction: fraction in (0, 1] of each batch re-encoded for ``"encode"``.
         exact_bank: keep the bank's source images and re-encode them at each index refresh.
         feature: ``"inception"`` or an ``nn.Module`` mapping images to (B, d) features.
-        interpolation, alpha, k, pick, index, distance, sample_posterior: as in
+        interpolation, alpha, k, pick, index, distance, sample_posterior, search_norm: as in
             :class:`~ifid_callback.metric.InterpolatedFID`.
         input_range: (low, high) value range of the images.
         seed: seeds the evaluation subset, the metric's random choices and the subsampling.
@@ -169,6 +169,7 @@ class IFIDMonitor:
         index: str = "auto",
         distance: str | None = None,
         sample_posterior: bool = False,
+        search_norm: str | None = None,
         input_range: tuple[float, float] = (-1.0, 1.0),
         seed: int = 0,
         grid_rows: int = 8,
@@ -228,6 +229,7 @@ class IFIDMonitor:
             compute_rfid=True,
             input_range=input_range,
             sample_posterior=sample_posterior,
+            search_norm=search_norm,
             reset_real_features=False,
             seed=seed,
             auto_refresh_index=False,
