@@ -229,7 +229,8 @@ class InterpolatedFID(Metric):
         uncertainty: also report the sampling standard error of iFID and rFID (``"ifid_std"``,
             ``"rfid_std"``, FID units): the spread of the number over independent draws of as
             many query images, from each query's closed-form influence on FID (infinitesimal
-            jackknife, :func:`~ifid_callback.functional.frechet_influence`). Needs >= 3 queries.
+            jackknife, :func:`~ifid_callback.functional.frechet_influence`). Needs >= 3 queries
+            (with fewer, a warning and no standard errors).
         reconstruction_metrics: with ``compute_rfid``, also report the per-image means of PSNR
             (dB), SSIM and MSE of the reconstructions ``D(z)`` against the query images
             (``"psnr"``, ``"ssim"``, ``"mse"``; torchmetrics' definitions, data range
@@ -603,12 +604,16 @@ class InterpolatedFID(Metric):
         real = real.to(torch.float64)
         fakes = {name: rows.to(real.device, torch.float64) for name, rows in fakes.items()}
         out: dict[str, Tensor] = {}
-        if self.uncertainty:
-            if n < 3:
-                raise ValueError(
-                    f"The standard errors of iFID/rFID need at least 3 query images, got {n}; "
-                    "evaluate more images or pass uncertainty=False."
-                )
+        if self.uncertainty and n < 3:
+            # On by default: FID itself is defined from 2 images, so say it rather than fail.
+            warnings.warn(
+                f"The standard errors of iFID/rFID need at least 3 query images, got {n}: "
+                "ifid_std/rfid_std are not reported; evaluate more images or pass "
+                "uncertainty=False.",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif self.uncertainty:
             for name, result in frechet_influence(real, fakes).items():
                 out[f"{name}_std"] = result.std_error
         if self.kid:
