@@ -235,7 +235,9 @@ class InterpolatedFID(Metric):
             (dB), SSIM and MSE of the reconstructions ``D(z)`` against the query images
             (``"psnr"``, ``"ssim"``, ``"mse"``; torchmetrics' definitions, data range
             ``input_range``), from the decode already done for rFID. SSIM needs images of at
-            least 6 x 6 pixels; smaller images get PSNR and MSE only.
+            least 6 x 6 pixels; smaller images get PSNR and MSE only. A pixel-exact
+            reconstruction has PSNR +inf (lossless), so the mean PSNR is +inf when any image is
+            reconstructed exactly; MSE (0 then) stays finite.
         kid: also report the Kernel Inception Distance of the interpolants and of the
             reconstructions (``"ikid"``, ``"rkid"``, torchmetrics' unbiased polynomial-kernel
             MMD on the same features, subsets of ``min(1000, N)`` rows) and torchmetrics'

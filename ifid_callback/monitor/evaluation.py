@@ -118,16 +118,31 @@ class Evaluator:
         )
 
 
+# Keys whose value may be +inf: the PSNR of pixel-exact reconstructions (zero error) is +inf, as
+# in torchmetrics, and means "lossless". Every other value, and NaN or -inf anywhere, is an error.
+MAY_BE_PLUS_INF = frozenset({"psnr"})
+
+
 def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
-    """The scalar entries of ``metric.compute()`` as floats; a non-finite one is an error."""
+    """The scalar entries of ``metric.compute()`` as floats.
+
+    ``"psnr"`` may be +inf (lossless reconstructions); any other non-finite value is an error
+    naming its key.
+    """
     out = {}
     for key, value in values.items():
         if isinstance(value, Tensor) and value.numel() != 1:
             continue  # not a number to log
         out[key] = float(value)
-        if not math.isfinite(out[key]):
+        if math.isfinite(out[key]) or (key in MAY_BE_PLUS_INF and out[key] == math.inf):
+            continue
+        if key in MAY_BE_PLUS_INF:
             raise ValueError(
-                f"{key} is {out[key]}: the features of the evaluation images or decodes are "
-                "degenerate; check the VAE and the feature network."
+                f"{key} is {out[key]}: the reconstruction scores are not defined; check that "
+                "the decodes and the evaluation images are finite."
             )
+        raise ValueError(
+            f"{key} is {out[key]}: the features of the evaluation images or decodes are "
+            "degenerate; check the VAE and the feature network."
+        )
     return out
