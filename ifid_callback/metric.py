@@ -30,6 +30,7 @@ from ifid_callback.functional.neighbors import pick_neighbor
 from ifid_callback.functional.reconstruction import reconstruction_sums
 from ifid_callback.functional.uncertainty import frechet_influence
 from ifid_callback.index import NeighborIndex
+from ifid_callback.perceptual import lpips_distances, resolve_lpips
 from ifid_callback.randomness import keyed_generators
 from ifid_callback.vae import VAEAdapter
 
@@ -246,6 +247,15 @@ class InterpolatedFID(Metric):
         precision_recall: also report the k-NN manifold precision and recall (k = 3) of the
             decoded interpolants against the real images (``"iprecision"``, ``"irecall"``,
             fractions in [0, 1]). Needs >= 4 queries.
+        lpips: also report the per-image mean LPIPS of the reconstructions against the query
+            images (``"lpips"``), from the decode already done for rFID (needs
+            ``compute_rfid``). A module or callable mapping (reconstructions, images), both
+            (B, C, H, W) in ``input_range``, to (B,) or (B, 1, 1, 1) distances, e.g.
+            ``lpips.LPIPS(net="alex")`` built from local weights (it takes [-1, 1]); it runs in
+            eval mode, moves with the metric and is left out of ``state_dict``. ``True`` builds
+            the standard LPIPS from local files only (the ``lpips`` package and torchvision's
+            AlexNet weights in the torch hub cache; never downloaded) and otherwise raises,
+            saying how to enable it. Default None: off.
 
         ``uncertainty``, ``kid`` and ``precision_recall`` hold each query's real, interpolant and
         reconstruction feature rows until ``reset()`` (float32, 3 x N x d x 4 bytes: 49 MB for
@@ -293,6 +303,7 @@ class InterpolatedFID(Metric):
         reconstruction_metrics: bool = True,
         kid: bool = False,
         precision_recall: bool = False,
+        lpips: bool | torch.nn.Module | Callable[[Tensor, Tensor], Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -331,6 +342,12 @@ class InterpolatedFID(Metric):
                 f"range_tolerance must be >= 0 (how far images may stray outside input_range), "
                 f"got {range_tolerance!r}."
             )
+        if lpips not in (None, False) and not compute_rfid:
+            raise ValueError(
+                "lpips scores the reconstructions, which compute_rfid=False skips; pass "
+                "compute_rfid=True or drop lpips."
+            )
+        lpips_net = resolve_lpips(lpips, (low, high))
         # An unknown index kind is named now, not at the first update().
         NeighborIndex(index=index, distance=settings["distance"], seed=seed)
 
@@ -362,6 +379,8 @@ class InterpolatedFID(Metric):
         self.reconstruction_metrics = reconstruction_metrics
         self.kid = kid
         self.precision_recall = precision_recall
+        # A module is a child (it follows .to(device)); its weights stay out of state_dict.
+        self.lpips_net = lpips_net
         # Whether per-image feature rows are held (the extras that pair real and fake rows).
         self._per_image = uncertainty or kid or precision_recall
         # Real rows kept from an earlier round (or loaded), paired with later rounds by position.
@@ -410,7 +429,10 @@ class InterpolatedFID(Metric):
             self.add_state(
                 f"recon_{name}_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
             )
-        for name in ("recon_scored", "recon_ssim_scored"):
+        self.add_state(
+            "recon_lpips_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        for name in ("recon_scored", "recon_ssim_scored", "recon_lpips_scored"):
             self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         # Keep the feature network's weights out of checkpoints of whatever holds this metric.
         self._register_state_dict_hook(_drop_feature_net_keys)
@@ -441,6 +463,7 @@ class InterpolatedFID(Metric):
             "reconstruction_metrics": self.reconstruction_metrics,
             "kid": self.kid,
             "precision_recall": self.precision_recall,
+            "lpips": _lpips_name(self.lpips_net),
         }
 
     # ------------------------------------------------------------------ torchmetrics API
@@ -536,7 +559,7 @@ class InterpolatedFID(Metric):
         Keys: ``"ifid"``, ``"rfid"`` (with ``compute_rfid``); ``"ifid_std"``, ``"rfid_std"``
         (``uncertainty``); ``"psnr"``, ``"ssim"``, ``"mse"`` (``reconstruction_metrics`` with
         ``compute_rfid``); ``"ikid"``, ``"ikid_std"``, ``"rkid"``, ``"rkid_std"`` (``kid``);
-        ``"iprecision"``, ``"irecall"`` (``precision_recall``). Values are float64 scalars.
+        ``"iprecision"``, ``"irecall"`` (``precision_recall``); ``"lpips"`` (``lpips``). Values are float64 scalars.
         Raises when fewer than two images were seen (or fewer than an extra needs).
         """
         if int(self.real_num_samples) < 2:
@@ -571,6 +594,8 @@ class InterpolatedFID(Metric):
             out["rfid"] = frechet_distance(mu_r, sigma_r, mu_c, sigma_c, sqrt_sigma1=root)
         if self.compute_rfid and self.reconstruction_metrics:
             out.update(self._reconstruction_means())
+        if self.lpips_net is not None and int(self.recon_lpips_scored) > 0:
+            out["lpips"] = self.recon_lpips_sum / int(self.recon_lpips_scored)
         if self._per_image:
             extras = self._per_image_extras(interp_rows)
             out.update({key: value.to(out["ifid"]) for key, value in extras.items()})
@@ -1189,7 +1214,17 @@ class InterpolatedFID(Metric):
                 rows["recon_feature_rows"] = feats[:batch].to(torch.float32)
             if self.reconstruction_metrics:
                 sums.update(self._reconstruction_scores(decoded[:batch], targets))
+            if self.lpips_net is not None:
+                sums.update(self._lpips_scores(decoded[:batch], targets))
         return sums, rows
+
+    def _lpips_scores(self, recon: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Sum of the per-image LPIPS of one batch and its image count."""
+        low, high = self.input_range
+        targets = targets.detach().clamp(low, high)  # scored as shown, as PSNR/SSIM
+        total = lpips_distances(self.lpips_net, recon.to(targets.dtype), targets)
+        count = torch.tensor(targets.shape[0], dtype=torch.long, device=self.device)
+        return {"recon_lpips_sum": total, "recon_lpips_scored": count}
 
     def _reconstruction_scores(self, recon: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Sums of per-image PSNR, SSIM and MSE of one batch (torchmetrics' definitions)."""
@@ -1385,14 +1420,31 @@ def _feature_dim(net: torch.nn.Module) -> int:
         ) from exc
 
 
+# Child networks whose weights are the user's, not the metric's state: kept out of state_dict.
+_NETWORK_CHILDREN = ("feature_net", "lpips_net")
+
+
+def _lpips_name(net: Any) -> str | None:
+    if net is None:
+        return None
+    net = getattr(net, "net", net)  # the standard LPIPS inside its input-range wrapper
+    return (
+        type(net).__name__
+        if isinstance(net, torch.nn.Module)
+        else getattr(net, "__name__", type(net).__name__)
+    )
+
+
 def _drop_feature_net_keys(
     module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: Any
 ) -> None:
-    for key in [k for k in state_dict if k.startswith(prefix + "feature_net.")]:
+    prefixes = tuple(f"{prefix}{name}." for name in _NETWORK_CHILDREN)
+    for key in [k for k in state_dict if k.startswith(prefixes)]:
         del state_dict[key]
 
 
 def _ignore_missing_feature_net_keys(module: torch.nn.Module, incompatible_keys: Any) -> None:
     missing = incompatible_keys.missing_keys
-    for key in [k for k in missing if ".feature_net." in f".{k}" or k.startswith("feature_net.")]:
-        missing.remove(key)
+    for key in list(missing):
+        if any(f".{name}." in f".{key}" for name in _NETWORK_CHILDREN):
+            missing.remove(key)

@@ -36,7 +36,7 @@ BOOKKEEPING_KEYS = ("step", "bank_size", "num_eval_images")
 
 
 # The metric's extras a monitor passes through (``metric_options``).
-METRIC_OPTIONS = ("uncertainty", "reconstruction_metrics", "kid", "precision_recall")
+METRIC_OPTIONS = ("uncertainty", "reconstruction_metrics", "kid", "precision_recall", "lpips")
 
 
 class IFIDMonitor:
@@ -129,8 +129,9 @@ class IFIDMonitor:
         device: where the metric runs (default: the VAE's device, followed when it moves).
         metric_options: the metric's extras, logged with the other keys:
             ``{"uncertainty": ..., "reconstruction_metrics": ..., "kid": ...,
-            "precision_recall": ...}`` (see :class:`~ifid_callback.metric.InterpolatedFID`;
-            default: standard errors and PSNR/SSIM/MSE on, KID and precision/recall off).
+            "precision_recall": ..., "lpips": ...}`` (see
+            :class:`~ifid_callback.metric.InterpolatedFID`; default: standard errors and
+            PSNR/SSIM/MSE on, KID, precision/recall and LPIPS off; ``"lpips"`` takes a module).
 
     Example:
         >>> monitor = IFIDMonitor(vae, eval_images=val_images, eval_every_n_steps=1000)  # doctest: +SKIP
@@ -176,7 +177,7 @@ class IFIDMonitor:
         device: torch.device | str | None = None,
         eval_vae: Any = None,
         extra_vaes: Mapping[str, Any] | None = None,
-        metric_options: Mapping[str, bool] | None = None,
+        metric_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.schedule = Schedule(refresh_every_n_steps, eval_every_n_steps)
         for name, value in (
