@@ -93,6 +93,13 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also k-NN precision and recall (k=3) of the interpolants (iprecision, irecall)",
     )
+    x.add_argument(
+        "--lpips",
+        action="store_true",
+        help="also LPIPS of the reconstructions (lpips): the standard AlexNet LPIPS from local "
+        "files only (the lpips package and torchvision's AlexNet weights in the torch hub cache; "
+        "never downloaded, the error says where to put them)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +242,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         reconstruction_metrics=not args.no_reconstruction_metrics,
         kid=args.kid,
         precision_recall=args.precision_recall,
+        lpips=args.lpips or None,
         device=device,
         progress=not args.no_progress,
         exclude_self=args.exclude_self,
@@ -267,6 +275,7 @@ def summary_line(result: dict) -> str:
         "psnr": ("PSNR", ".2f", " dB"),
         "ssim": ("SSIM", ".4f", ""),
         "mse": ("MSE", ".5f", ""),
+        "lpips": ("LPIPS", ".4f", ""),
         "ikid": ("iKID", ".5f", ""),
         "rkid": ("rKID", ".5f", ""),
         "iprecision": ("iPrecision", ".3f", ""),

@@ -44,7 +44,7 @@ def standard_lpips(input_range: tuple[float, float]) -> nn.Module:
     ``input_range`` (rescaled to LPIPS's [-1, 1]).
 
     Raises:
-        RuntimeError: the ``lpips`` package or the AlexNet weights are not available locally;
+        FileNotFoundError: the ``lpips`` package or the AlexNet weights are not available locally;
             the message says how to provide them (nothing is downloaded).
     """
     files = standard_lpips_files()
@@ -58,7 +58,7 @@ def standard_lpips(input_range: tuple[float, float]) -> nn.Module:
             f"place torchvision's AlexNet weights ({_BACKBONE_URL}) at {files['backbone']}"
         )
     if missing:
-        raise RuntimeError(
+        raise FileNotFoundError(
             "lpips=True builds the standard LPIPS (AlexNet, v0.1) from local files only and "
             "never downloads. To enable it: "
             + "; ".join(missing)

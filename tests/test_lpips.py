@@ -74,7 +74,7 @@ def test_lpips_true_without_local_files_says_how_to_enable_it(monkeypatch, tmp_p
         "standard_lpips_files",
         lambda: {"package": None, "linear": None, "backbone": backbone},
     )
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(FileNotFoundError) as info:
         _metric(_vae(), lpips=True)
     text = str(info.value)
     assert "never downloads" in text and "pip install lpips" in text
@@ -93,7 +93,7 @@ def test_lpips_true_without_local_files_says_how_to_enable_it(monkeypatch, tmp_p
             "backbone": backbone,
         },
     )
-    with pytest.raises(RuntimeError, match="place torchvision's AlexNet weights") as info:
+    with pytest.raises(FileNotFoundError, match="place torchvision's AlexNet weights") as info:
         _metric(_vae(), lpips=True)
     assert "pip install" not in str(info.value)
 
