@@ -49,3 +49,10 @@ def test_eval_lpips_without_local_files_is_an_error_saying_how(
     assert cli.main([*_argv(setup, tmp_path / "r.json"), "--lpips"]) == 2
     err = capsys.readouterr().err
     assert "ifid eval: error:" in err and "pip install lpips" in err and str(missing) in err
+
+
+def test_eval_help_lists_lpips(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--help"])
+    text = capsys.readouterr().out
+    assert "--lpips" in text and "never downloaded" in text
