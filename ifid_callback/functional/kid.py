@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel, poly_mmd
 
+from ifid_callback.functional.feature_rows import check_feature_rows
+
 # torchmetrics' default subset size; smaller evaluation sets use all their rows per subset.
 DEFAULT_SUBSET_SIZE = 1000
 
@@ -18,22 +20,6 @@ class KIDResult(NamedTuple):
 
     mean: Tensor
     std: Tensor
-
-
-def _check(name: str, x: object, dim: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
-        raise ValueError(
-            f"`{name}` must be a floating-point tensor of shape (N, d), got "
-            f"{type(x).__name__ if not isinstance(x, Tensor) else tuple(x.shape)}."
-        )
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(
-            f"`{name}` has {x.shape[1]} features per row but the real features have {dim}; "
-            "compute all sets with the same feature network."
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or Inf; the features must be finite.")
-    return x
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -107,8 +93,8 @@ def kernel_inception_distance(
         :class:`KIDResult` ``(mean, std)``, float64 0-d tensors on the features' device, in the
         units of squared feature distances (often reported x 1000).
     """
-    real = _check("real", real)
-    fake = _check("fake", fake, real.shape[1])
+    real = check_feature_rows("real", real)
+    fake = check_feature_rows("fake", fake, real.shape[1])
     subset_size = _resolve(real, fake, subsets, subset_size, degree, gamma, coef)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
@@ -160,8 +146,10 @@ def kernel_inception_distances(
                 real, fake, subsets, subset_size, degree, gamma, coef, generator
             )
         return out
-    real = _check("real", real)
-    checked = {name: _check(f"fakes[{name!r}]", f, real.shape[1]) for name, f in fakes.items()}
+    real = check_feature_rows("real", real)
+    checked = {
+        name: check_feature_rows(f"fakes[{name!r}]", f, real.shape[1]) for name, f in fakes.items()
+    }
     first = next(iter(checked.values()))
     # Validates every argument and fixes the subset size, without using the generator.
     subset_size = _resolve(real, first, subsets, subset_size, degree, gamma, coef)

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ifid_callback.functional.feature_rows import check_feature_rows
+
 # The paper's neighbourhood size.
 DEFAULT_K = 3
 # Distance blocks of at most this many elements (float64: 128 MiB).
@@ -18,24 +20,6 @@ class PrecisionRecall(NamedTuple):
 
     precision: Tensor
     recall: Tensor
-
-
-def _check(name: str, x: object, dim: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
-        raise ValueError(
-            f"`{name}` must be a floating-point tensor of shape (N, d), got "
-            f"{type(x).__name__ if not isinstance(x, Tensor) else tuple(x.shape)}."
-        )
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(
-            f"`{name}` has {x.shape[1]} features per row but the other set has {dim}; "
-            "compute both sets with the same feature network."
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty; evaluate at least one image.")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or Inf; the features must be finite.")
-    return x.detach().to(torch.float64)
 
 
 def _rows_per_block(columns: int, chunk_size: int | None) -> int:
@@ -63,7 +47,7 @@ def manifold_radii(features: Tensor, k: int = DEFAULT_K, chunk_size: int | None 
     Returns:
         (N,) float64 Euclidean radii, on the features' device.
     """
-    x = _check("features", features)
+    x = check_feature_rows("features", features).detach().to(torch.float64)
     _check_k(k, x.shape[0], "features")
     return _squared_radii(x, k, chunk_size).sqrt()
 
@@ -111,8 +95,8 @@ def precision_recall(
     Returns:
         :class:`PrecisionRecall` of float64 0-d tensors in [0, 1].
     """
-    x = _check("real", real)
-    y = _check("fake", fake, x.shape[1])
+    x = check_feature_rows("real", real).detach().to(torch.float64)
+    y = check_feature_rows("fake", fake, x.shape[1]).detach().to(torch.float64)
     if y.device != x.device:
         raise ValueError(
             f"`real` is on {x.device} and `fake` on {y.device}; move both to one device."

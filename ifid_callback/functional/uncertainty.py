@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from ifid_callback.functional.feature_rows import check_feature_rows
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
 
 # The default number of jackknife groups: the standard error of a G-group jackknife has a relative
@@ -37,21 +38,6 @@ class FIDWithError(NamedTuple):
 
     value: Tensor
     std_error: Tensor
-
-
-def _check_features(name: str, x: object, dim: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor of shape (N, d), got {type(x).__name__}.")
-    if x.ndim != 2:
-        raise ValueError(f"`{name}` must have shape (N, d), got {tuple(x.shape)}.")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(
-            f"`{name}` has {x.shape[1]} features per row but the real features have {dim}; "
-            "compute all sets with the same feature network."
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"`{name}` contains NaN or Inf; the features must be finite.")
-    return x
 
 
 def _centred(gram: Tensor) -> Tensor:
@@ -118,8 +104,8 @@ def sample_space_frechet_distance(x: Tensor, y: Tensor) -> Tensor:
     Returns:
         A float64 0-d CPU tensor, >= 0.
     """
-    x = _check_features("x", x)
-    y = _check_features("y", y, x.shape[1])
+    x = check_feature_rows("x", x)
+    y = check_feature_rows("y", y, x.shape[1])
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError(
             f"At least 2 rows per set are needed for a covariance, got {x.shape[0]} and "
@@ -197,7 +183,7 @@ def _replicates_feature_space(
 
 def _paired_sets(real: Tensor, fakes: Mapping[str, Tensor]) -> tuple[Tensor, list[Tensor]]:
     """Validate real (N, d) and paired fake sets; return them in float64 on real's device."""
-    real = _check_features("real", real)
+    real = check_feature_rows("real", real)
     if not isinstance(fakes, Mapping) or not fakes:
         raise ValueError("`fakes` must be a non-empty mapping of name -> (N, d) features.")
     n, d = real.shape
@@ -205,7 +191,7 @@ def _paired_sets(real: Tensor, fakes: Mapping[str, Tensor]) -> tuple[Tensor, lis
         raise ValueError(f"real has {n} rows; a standard error needs at least 3 queries.")
     checked = []
     for name, fake in fakes.items():
-        fake = _check_features(f"fakes[{name!r}]", fake, d)
+        fake = check_feature_rows(f"fakes[{name!r}]", fake, d)
         if fake.shape[0] != n:
             raise ValueError(
                 f"fakes[{name!r}] has {fake.shape[0]} rows but real has {n}; the rows are paired "
