@@ -122,3 +122,17 @@ def test_shell_commands_parse():
     assert eval_lines
     for line in eval_lines:
         build_parser().parse_args(shlex.split(line)[1:])  # exits (SystemExit) on a bad option
+
+
+def test_probe_commands_parse():
+    from ifid_callback.probes.cli import build_parser
+
+    lines = [
+        line.split("#")[0].split("ifid-probe", 1)[1].strip()
+        for code in _blocks("bash")
+        for line in code.splitlines()
+        if "ifid-probe " in line.split("#")[0]
+    ]
+    assert lines
+    for line in lines:
+        build_parser().parse_args(shlex.split(line))  # exits (SystemExit) on a bad option
