@@ -1,4 +1,5 @@
-"""Small deterministic stand-ins shared by the tests: a VAE and a feature network."""
+"""Small deterministic stand-ins shared by the tests: a VAE, a feature network, a model and a
+dataset in the Hugging Face Trainer's form."""
 
 from __future__ import annotations
 
@@ -57,3 +58,32 @@ def numpy_slerp(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     if np.sin(theta) < 1e-6:
         return (1 - alpha) * a + alpha * b
     return (np.sin((1 - alpha) * theta) * a + np.sin(alpha * theta) * b) / np.sin(theta)
+
+
+class VAEModel(nn.Module):
+    """A Trainer-style model around a small TinyVAE: ``forward(pixel_values)`` returns the loss
+    and the latents (what the callbacks collect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
+
+        torch.manual_seed(0)
+        self.vae = TinyVAE(TinyVAEConfig(base_channels=8))
+
+    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.vae.loss(pixel_values)
+        return {"loss": out["loss"], "latents": out["latents"]}
+
+
+class PixelValues(torch.utils.data.Dataset):
+    """Images (N, C, H, W) served as ``{"pixel_values": image}`` items."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.x[i]}

@@ -11,7 +11,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
-from tests.helpers import RandomFeatures, smooth_images
+from tests.helpers import PixelValues, RandomFeatures, VAEModel, smooth_images
 
 SIZE = 16
 IN_DIM = 3 * SIZE * SIZE
@@ -292,30 +292,9 @@ def test_accelerate_loop_evaluates_the_averaged_model(tmp_path):
 # ---------------------------------------------------------------------- HF Trainer
 def test_hf_trainer_evaluates_the_averaged_model(tmp_path):
     pytest.importorskip("transformers")
-    from torch import nn
     from transformers import TrainerCallback, TrainingArguments
 
     from ifid_callback.integrations.transformers import IFIDTrainer, IFIDTrainerCallback
-
-    class VAEModel(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.vae = TinyVAE(TinyVAEConfig(base_channels=8))
-
-        def forward(self, pixel_values):
-            out = self.vae.loss(pixel_values)
-            return {"loss": out["loss"], "latents": out["latents"]}
-
-    class Images(torch.utils.data.Dataset):
-        def __init__(self, x):
-            self.x = x
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"pixel_values": self.x[i]}
 
     model = VAEModel()
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.5))
@@ -344,8 +323,8 @@ def test_hf_trainer_evaluates_the_averaged_model(tmp_path):
     trainer = IFIDTrainer(
         model=model,
         args=args,
-        train_dataset=Images(TRAIN),
-        eval_dataset=Images(smooth_images(8, 3, SIZE, seed=4)),
+        train_dataset=PixelValues(TRAIN),
+        eval_dataset=PixelValues(smooth_images(8, 3, SIZE, seed=4)),
         callbacks=[UpdateAverage(), ifid],
     )
     trainer.train()

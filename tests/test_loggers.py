@@ -13,7 +13,7 @@ import torch
 from ifid_callback.grid import COLUMN_TITLES, image_grid
 from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
-from tests.helpers import RandomFeatures, smooth_images
+from tests.helpers import PixelValues, RandomFeatures, VAEModel, smooth_images
 
 SIZE = 16
 IN_DIM = 3 * SIZE * SIZE
@@ -218,30 +218,9 @@ def test_accelerate_tensorboard_and_wandb_trackers(tmp_path, offline_wandb):
 
 def test_hf_trainer_report_to_tensorboard_and_wandb(tmp_path, offline_wandb):
     pytest.importorskip("transformers")
-    from torch import nn
     from transformers import TrainingArguments
 
     from ifid_callback.integrations.transformers import IFIDTrainer, IFIDTrainerCallback
-
-    class VAEModel(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.vae = TinyVAE(TinyVAEConfig(base_channels=8))
-
-        def forward(self, pixel_values):
-            out = self.vae.loss(pixel_values)
-            return {"loss": out["loss"], "latents": out["latents"]}
-
-    class Images(torch.utils.data.Dataset):
-        def __init__(self, x):
-            self.x = x
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return {"pixel_values": self.x[i]}
 
     model = VAEModel()
     args = TrainingArguments(
@@ -264,8 +243,8 @@ def test_hf_trainer_report_to_tensorboard_and_wandb(tmp_path, offline_wandb):
     trainer = IFIDTrainer(
         model=model,
         args=args,
-        train_dataset=Images(TRAIN),
-        eval_dataset=Images(smooth_images(8, 3, SIZE, seed=4)),
+        train_dataset=PixelValues(TRAIN),
+        eval_dataset=PixelValues(smooth_images(8, 3, SIZE, seed=4)),
         callbacks=[callback],
     )
     trainer.train()

@@ -13,7 +13,6 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
     EventAccumulator,
 )
-from torch import nn  # noqa: E402
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments  # noqa: E402
 
 from ifid_callback.integrations.transformers import (  # noqa: E402
@@ -21,33 +20,14 @@ from ifid_callback.integrations.transformers import (  # noqa: E402
     IFIDTrainer,
     IFIDTrainerCallback,
 )
-from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig  # noqa: E402
-from tests.helpers import RandomFeatures, smooth_images  # noqa: E402
+from tests.helpers import PixelValues, RandomFeatures, VAEModel, smooth_images  # noqa: E402
 
 SIZE = 16
 IN_DIM = 3 * SIZE * SIZE
 
 
-class VAEModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.vae = TinyVAE(TinyVAEConfig(base_channels=8))
-
-    def forward(self, pixel_values):
-        out = self.vae.loss(pixel_values)
-        return {"loss": out["loss"], "latents": out["latents"]}
-
-
-class Images(torch.utils.data.Dataset):
-    def __init__(self, n, seed):
-        self.x = smooth_images(n, 3, SIZE, seed=seed)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i]}
+def Images(n: int, seed: int) -> PixelValues:
+    return PixelValues(smooth_images(n, 3, SIZE, seed=seed))
 
 
 def _args(tmp_path, **kwargs):
