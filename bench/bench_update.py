@@ -157,13 +157,20 @@ print(json.dumps({"extra": status("VmHWM") - before, "bank": bank.memory_bytes()
 
 
 def refresh_memory_cpu(rows: int, dim: int, kind: str, auto_refresh: bool) -> dict | None:
+    """Bytes of one refresh in a fresh process: ``extra`` (peak above the resident bank), ``bank``,
+    ``index`` and the index ``kind``; None without Linux /proc or when the probe fails."""
     if not Path("/proc/self/clear_refs").exists():
         return None
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    env.setdefault("OMP_NUM_THREADS", "1")
     root = str(Path(__file__).resolve().parents[1])
     args = [str(rows), str(dim), kind, "1" if auto_refresh else "0", root]
     out = subprocess.run(
-        [sys.executable, "-c", _REFRESH_PROBE, *args], capture_output=True, text=True, env=env
+        [sys.executable, "-c", _REFRESH_PROBE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     if out.returncode != 0:
         print(out.stderr.strip().splitlines()[-1] if out.stderr else "refresh probe failed")

@@ -1,68 +1,20 @@
 """An index refresh holds no second copy of the bank: peak memory within bank + index + 10%."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench.bench_update import refresh_memory_cpu
 from ifid_callback import InterpolatedFID, LatentBank
 from tests.helpers import RandomFeatures, decode, encode
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# Run in a fresh process; large allocations always mmap'ed (returned to the system when freed),
-# so the resident-set high-water mark (VmHWM, reset through clear_refs) is the refresh's peak.
-PROBE = textwrap.dedent(
-    """
-    import json, re, sys
-    import torch
-    from ifid_callback import InterpolatedFID, LatentBank
-
-    rows, dim, kind, auto = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-
-    def status(key):
-        return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-
-    class Features(torch.nn.Module):
-        num_features = 4
-        def forward(self, x):
-            return x.flatten(1)[:, :4]
-
-    bank = LatentBank(capacity=rows)
-    g = torch.Generator().manual_seed(0)
-    for start in range(0, rows, 8192):
-        bank.add(torch.randn(min(8192, rows - start), dim, generator=g))
-    metric = InterpolatedFID(encoder=lambda x: x, decoder=lambda z: z, feature=Features(),
-                             bank=bank, index=kind, auto_refresh_index=auto)
-    metric.refresh_index()  # warm-up: libraries loaded, first-time allocations made
-    metric._index = metric._rows = None
-    before = status("VmRSS")
-    open("/proc/self/clear_refs", "w").write("5")
-    metric.refresh_index()
-    peak = status("VmHWM")
-    print(json.dumps({"extra": (peak - before) * 1024, "bank": bank.memory_bytes(),
-                      "index": metric._index.memory_bytes, "kind": metric._index.kind}))
-    """
-)
-
 
 def refresh_peak(rows: int, dim: int, kind: str, auto_refresh: bool) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
-    env.setdefault("OMP_NUM_THREADS", "1")
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(rows), str(dim), kind, "1" if auto_refresh else "0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """The benchmark's own probe: one refresh measured in a fresh process (see bench_update)."""
+    measured = refresh_memory_cpu(rows, dim, kind, auto_refresh)
+    assert measured is not None, "the refresh probe failed (its last error line is printed above)"
+    return measured
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
