@@ -5,6 +5,7 @@
     ifid-probe run --vae a.ckpt --vae stabilityai/sd-vae-ft-mse --train-data /data/train \\
         --eval-data /data/val --image-size 256 --device cuda --probe-size B --probe-steps 400000
     ifid-probe study --dataset digits --out runs/digits
+    ifid-probe pair-check --seeds 0 1 2 3 4 --out runs/pair-check --report docs/results/digits/pair
     ifid-probe report --study runs/study --out docs/results
 """
 
@@ -166,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=None)
     st.add_argument("--no-progress", action="store_true")
 
+    pc = sub.add_parser(
+        "pair-check",
+        help="train the demo's candidate VAE pairs and their probes at several seeds and apply "
+        "the criterion that picks the pair `ifid demo` shows",
+    )
+    pc.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    pc.add_argument("--out", required=True, help="working directory (VAEs, cached results)")
+    pc.add_argument("--report", default=None, help="where to write results.md/json (default --out)")
+    pc.add_argument(
+        "--pairs", default=None, help="comma-separated pair names (default: candidates + control)"
+    )
+    pc.add_argument("--workers", type=_positive_int, default=2, help="processes")
+    pc.add_argument("--smoke", action="store_true", help="tiny settings; numbers mean nothing")
+
     rep = sub.add_parser("report", help="rebuild the report of a finished (or partial) study")
     rep.add_argument("--study", required=True, help="the study directory")
     rep.add_argument("--out", default=None, help="report directory (default <study>/report)")
@@ -291,6 +306,24 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair_check(args: argparse.Namespace) -> int:
+    from .digits_study import DigitsStudySettings
+    from .pair import CANDIDATES, CONTROL, PAIRS, check_pairs, format_check, write_check
+
+    settings = DigitsStudySettings.smoke(args.out) if args.smoke else DigitsStudySettings(args.out)
+    pairs = (*CANDIDATES, CONTROL)
+    if args.pairs:
+        pairs = tuple(p.strip() for p in args.pairs.split(",") if p.strip())
+        unknown = [p for p in pairs if p not in PAIRS]
+        if unknown:
+            print(f"unknown pairs {unknown}; known: {sorted(PAIRS)}", file=sys.stderr)
+            return 2
+    check = check_pairs(args.seeds, settings, pairs=pairs, workers=args.workers)
+    write_check(check, args.report or args.out)
+    print(format_check(check))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -315,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "study":
             return _study(args)
+        if args.command == "pair-check":
+            return _pair_check(args)
         return _report(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"ifid-probe {args.command}: {exc}", file=sys.stderr)

@@ -36,7 +36,10 @@ __all__ = [
     "DIGITS_FAMILY_B",
     "DIGITS_FAMILY_C",
     "DigitsStudySettings",
+    "digits_member",
     "run_digits_study",
+    "train_digits_vae",
+    "wrap_digits_control",
 ]
 
 DIGITS_FAMILY_A: tuple[ZooMember, ...] = (
@@ -174,6 +177,69 @@ def _latent_std(path: Path, images: Tensor) -> float:
     return float(z.std())
 
 
+def digits_member(name: str) -> ZooMember | None:
+    """The trained member of families A and C called ``name``; None for B's wrapped names."""
+    for member in (*DIGITS_FAMILY_A, *DIGITS_FAMILY_C):
+        if member.name == name:
+            return member
+    if name in dict(DIGITS_FAMILY_B):
+        return None
+    known = [m.name for m in (*DIGITS_FAMILY_A, *DIGITS_FAMILY_C)] + list(dict(DIGITS_FAMILY_B))
+    raise ValueError(f"no digits zoo member {name!r}; known: {known}")
+
+
+def train_digits_vae(
+    member: ZooMember,
+    settings: DigitsStudySettings,
+    zoo_dir: Path,
+    feature: nn.Module,
+    seed: int,
+    progress: bool = True,
+) -> Path:
+    """Train (or find) ``member`` with the study's VAE recipe and ``seed``: ``<zoo_dir>/<name>.ckpt``.
+
+    ``feature`` is the digit classifier; members with an alignment weight align their latent to
+    its 4x4 feature maps.
+    """
+    from ..data import EmbeddedDigits
+    from .zoo import train_zoo_member
+
+    aligned = member.align_weight > 0
+    key = str(getattr(feature, "info", {}).get("key", "custom"))
+    return train_zoo_member(
+        member,
+        EmbeddedDigits("train").as_tensor(),
+        Path(zoo_dir) / f"{member.name}.ckpt",
+        steps=settings.vae_steps,
+        batch_size=settings.vae_batch_size,
+        lr=settings.vae_lr,
+        base_channels=settings.base_channels,
+        downsamples=1,
+        seed=seed,
+        progress=progress,
+        teacher=_SpatialTeacher(feature) if aligned else None,
+        teacher_name=f"digit-classifier-{key}" if aligned else None,
+    )
+
+
+def wrap_digits_control(
+    name: str, base: Path, zoo_dir: Path, images: Tensor | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """Write the positive-control member ``name`` (family B) on the trained autoencoder ``base``.
+
+    Warps and shuffles are scaled by the std of the base's latents of the training digits
+    (``images``, default all of them). Returns the checkpoint's path and the full map spec.
+    """
+    from ..data import EmbeddedDigits
+    from .zoo import write_wrapped_checkpoint
+
+    spec = dict(dict(DIGITS_FAMILY_B)[name])
+    if spec["kind"] in ("warp", "shuffle"):
+        x = images if images is not None else EmbeddedDigits("train").as_tensor()
+        spec["scale"] = round(_latent_std(Path(base), x), 6)
+    return write_wrapped_checkpoint(base, Path(zoo_dir) / f"{name}.ckpt", spec), spec
+
+
 def build_digits_zoo(
     settings: DigitsStudySettings, feature: nn.Module | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -184,16 +250,11 @@ def build_digits_zoo(
     """
     from ..data import EmbeddedDigits
     from .digit_features import digit_features
-    from .zoo import train_zoo_member, write_wrapped_checkpoint
 
     zoo_dir = Path(settings.out) / "zoo"
     zoo_dir.mkdir(parents=True, exist_ok=True)
     images = EmbeddedDigits("train").as_tensor()
     teacher_features = feature if feature is not None else digit_features()
-    teacher = _SpatialTeacher(teacher_features)
-    teacher_name = "digit-classifier-" + str(
-        getattr(teacher_features, "info", {}).get("key", "custom")
-    )
     fams = settings.families.upper()
     trained: list[ZooMember] = [DIGITS_FAMILY_A[0]]  # the autoencoder: base of B, c4 of C
     if "A" in fams:
@@ -202,20 +263,7 @@ def build_digits_zoo(
         trained += list(DIGITS_FAMILY_C)
     specs, names, members = [], [], {}
     for m in trained:
-        path = train_zoo_member(
-            m,
-            images,
-            zoo_dir / f"{m.name}.ckpt",
-            steps=settings.vae_steps,
-            batch_size=settings.vae_batch_size,
-            lr=settings.vae_lr,
-            base_channels=settings.base_channels,
-            downsamples=1,
-            seed=settings.seed,
-            progress=progress,
-            teacher=teacher if m.align_weight > 0 else None,
-            teacher_name=teacher_name if m.align_weight > 0 else None,
-        )
+        path = train_digits_vae(m, settings, zoo_dir, teacher_features, settings.seed, progress)
         specs.append(str(path))
         names.append(m.name)
         members[m.name] = m.to_dict()
@@ -223,14 +271,9 @@ def build_digits_zoo(
     if "A" in fams:
         groups["A"] = [m.name for m in DIGITS_FAMILY_A]
     if "B" in fams:
-        base = zoo_dir / "ae.ckpt"
-        scale = _latent_std(base, images)
         b_names = ["ae"]
-        for name, spec in DIGITS_FAMILY_B:
-            full = dict(spec)
-            if full["kind"] in ("warp", "shuffle"):
-                full["scale"] = round(scale, 6)
-            path = write_wrapped_checkpoint(base, zoo_dir / f"{name}.ckpt", full)
+        for name, _ in DIGITS_FAMILY_B:
+            path, full = wrap_digits_control(name, zoo_dir / "ae.ckpt", zoo_dir, images)
             specs.append(str(path))
             names.append(name)
             members[name] = {"base": "ae", "latent_map": full}
