@@ -35,13 +35,15 @@ from .digits_study import DigitsStudySettings
 __all__ = [
     "CANDIDATES",
     "CONTROL",
-    "DEMO_PAIR",
+    "DESCRIPTIONS",
     "PAIRS",
     "check_pairs",
+    "demo_summary",
     "format_check",
     "format_pair",
     "measure_member",
     "run_pair",
+    "holds",
     "summarize_check",
     "verdict",
     "write_check",
@@ -57,8 +59,17 @@ PAIRS: dict[str, tuple[str, str]] = {
 CANDIDATES: tuple[str, ...] = ("noise-vs-align1", "noise-vs-align0.1")
 #: The positive control, shown when no natural candidate holds (rFID equal by construction).
 CONTROL = "control"
-#: The pair ``ifid demo`` shows: the outcome of the committed check.
-DEMO_PAIR = "noise-vs-align1"
+#: What each VAE of the pairs is, in words (the demo prints it).
+DESCRIPTIONS: dict[str, str] = {
+    "kl1e-3-noise0.3": "KL 1e-3 and latent-noise augmentation (std 0.3 of the latent's own)",
+    "kl1e-3-align1": "KL 1e-3 and a VA-VAE-style alignment of the latent to a digit "
+    "classifier's feature maps (weight 1)",
+    "kl1e-3-align0.1": "KL 1e-3 and a VA-VAE-style alignment of the latent to a digit "
+    "classifier's feature maps (weight 0.1)",
+    "ae": "a plain autoencoder (reconstruction loss only)",
+    "ae-shuffle-b2": "the same autoencoder with an invertible local shuffle of latent values "
+    "after its encoder, undone before its decoder: identical reconstructions",
+}
 
 _FIGURES = ("rfid", "ifid", "gfid")
 
@@ -241,7 +252,7 @@ def _default_feature(feature: nn.Module | None) -> nn.Module:
 
 
 def run_pair(
-    pair: str = DEMO_PAIR,
+    pair: str,
     seed: int = 0,
     settings: DigitsStudySettings | None = None,
     *,
@@ -391,24 +402,35 @@ def format_pair(result: dict[str, Any], spread: dict[str, Any] | None = None) ->
     def pm(value: float, err: float) -> str:
         return f"{value:.2f} +- {err:.2f}" if math.isfinite(err) else f"{value:.2f}"
 
+    def row(name: str, cells: Sequence[str]) -> str:
+        widths = (15, 15, 7, 12, 13)
+        return f"{name:<18}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths))
+
     lines = [
-        f"{'VAE':<18}  {'rFID +- SE':>13}  {'iFID +- SE':>13}  {'PSNR dB':>7}  "
-        f"{'gFID (probe)':>12}  {'gFID held-out':>13}",
-        f"{'-' * 18}  {'-' * 13}  {'-' * 13}  {'-' * 7}  {'-' * 12}  {'-' * 13}",
+        row("VAE", ("rFID +- SE", "iFID +- SE", "PSNR dB", "gFID (probe)", "gFID held-out")),
+        row("-" * 18, ["-" * w for w in (15, 15, 7, 12, 13)]),
     ]
     for r in result["vaes"]:
         lines.append(
-            f"{r['vae']:<18}  {pm(r['rfid'], r['rfid_std']):>13}  "
-            f"{pm(r['ifid'], r['ifid_std']):>13}  {r['psnr']:>7.2f}  {r['gfid']:>12.2f}  "
-            f"{r['gfid_heldout']:>13.2f}"
+            row(
+                r["vae"],
+                (
+                    pm(r["rfid"], r["rfid_std"]),
+                    pm(r["ifid"], r["ifid_std"]),
+                    f"{r['psnr']:.2f}",
+                    f"{r['gfid']:.2f}",
+                    f"{r['gfid_heldout']:.2f}",
+                ),
+            )
         )
     if spread is not None:
+        lines.append(
+            f"std over the {spread['seeds']} seeds of the committed check (the noise of "
+            "re-running everything with another seed):"
+        )
         for name, stats in spread["vaes"].items():
-            sd = {k: stats[k]["std"] for k in stats}
-            lines.append(
-                f"{'  seed std ' + name[-7:]:<18}  {sd['rfid']:>13.2f}  {sd['ifid']:>13.2f}  "
-                f"{sd['psnr']:>7.2f}  {sd['gfid']:>12.2f}  {sd['gfid_heldout']:>13.2f}"
-            )
+            keys = ("rfid", "ifid", "psnr", "gfid", "gfid_heldout")
+            lines.append(row(name, [f"{stats[k]['std']:.2f}" for k in keys]))
     a, b = result["vaes"]
     v = result["verdict"]
     lines.append("")
@@ -426,7 +448,7 @@ def format_pair(result: dict[str, Any], spread: dict[str, Any] | None = None) ->
             + ("agrees with iFID." if agree else "disagrees with iFID.")
         )
     else:
-        lines.append("In this run rFID and iFID agree, unlike in the committed check.")
+        lines.append("In this run rFID and iFID prefer the same VAE.")
     return "\n".join(lines)
 
 
@@ -492,7 +514,25 @@ def write_check(check: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = {**check, "summaries": {p: summarize_check(check, p) for p in check["pairs"]}}
-    paths = {"markdown": out / "results.md", "json": out / "results.json"}
+    paths = {
+        "markdown": out / "results.md",
+        "json": out / "results.json",
+        "summary": out / "summary.json",
+    }
     paths["markdown"].write_text(format_check(check) + "\n")
     paths["json"].write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    paths["summary"].write_text(json.dumps(demo_summary(check), indent=2, sort_keys=True) + "\n")
     return paths
+
+
+def demo_summary(check: dict[str, Any]) -> dict[str, Any]:
+    """What the demo needs of a check: the pair it shows, whether each pair held, the recipe and
+    feature network it ran with, and the shown pair's :func:`summarize_check`."""
+    return {
+        "seeds": list(check["seeds"]),
+        "shown": check["shown"],
+        "holds": {p: entry["holds"] for p, entry in check["pairs"].items()},
+        "recipe": check["recipe"],
+        "feature_key": check["feature_network"].get("key"),
+        "summary": summarize_check(check, check["shown"]),
+    }
