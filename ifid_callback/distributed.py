@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -25,6 +27,13 @@ def all_reduce_sum(value: Tensor) -> Tensor:
     buf = value.to(comm_device()).clone()
     torch.distributed.all_reduce(buf)
     return buf.to(value.device)
+
+
+def gather_objects(obj: Any, group: Any = None) -> list[Any]:
+    """``obj`` from every rank of ``group``, in rank order (pickled: small objects only)."""
+    out: list[Any] = [None] * torch.distributed.get_world_size(group)
+    torch.distributed.all_gather_object(out, obj, group=group)
+    return out
 
 
 def all_reduce_int(value: int, op: str = "sum") -> int:

@@ -10,9 +10,15 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from ifid_callback.bank import LatentBank
-from ifid_callback.distributed import all_reduce_int, all_reduce_sum, world_and_rank
+from ifid_callback.distributed import (
+    all_reduce_int,
+    all_reduce_sum,
+    gather_objects,
+    world_and_rank,
+)
 from ifid_callback.feature_share import apply_keeping_shared
 from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
 from ifid_callback.functional import frechet
@@ -551,6 +557,27 @@ class InterpolatedFID(Metric):
             "posterior": self.vae.sample_posterior,
         }[stream]
         return keyed_generators(self.seed, positions, stream) if needed else None
+
+    def _sync_dist(
+        self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None
+    ) -> None:
+        # A rank that saw no images (more ranks than evaluation images, an empty shard) holds
+        # empty "cat" lists, which torchmetrics gathers as 1-d float32 empties against the other
+        # ranks' (n, ...) rows of another dtype: a collective mismatch that aborts or hangs.
+        # Such lists first get the row layout of the ranks that hold rows.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            layouts = {
+                attr: (tuple(value[0].shape[1:]), value[0].dtype) if value else None
+                for attr in self._reductions
+                if isinstance(value := getattr(self, attr), list)
+            }
+            everyone = gather_objects(layouts, process_group or self.process_group)
+            for attr, layout in layouts.items():
+                known = next((o[attr] for o in everyone if o[attr] is not None), None)
+                if layout is None and known is not None:
+                    shape, dtype = known
+                    setattr(self, attr, [torch.empty((0, *shape), dtype=dtype, device=self.device)])
+        super()._sync_dist(dist_sync_fn, process_group)
 
     def compute(self) -> dict[str, Tensor]:
         """Return ``{"ifid": FID(real, interpolants), "rfid": FID(real, reconstructions)}`` and

@@ -1,7 +1,10 @@
 """Small deterministic stand-ins shared by the tests: a VAE, a feature network, a model and a
-dataset in the Hugging Face Trainer's form."""
+dataset in the Hugging Face Trainer's form; a runner of gloo process groups."""
 
 from __future__ import annotations
+
+import os
+import socket
 
 import numpy as np
 import scipy.linalg
@@ -87,3 +90,31 @@ class PixelValues(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"pixel_values": self.x[i]}
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on (for a gloo rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_rank(rank: int, world: int, port: int, path: str, fn, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.save(fn(rank, world, *args), f"{path}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def run_ranks(fn, world: int, tmp_path, *args) -> list:
+    """``fn(rank, world, *args)`` in ``world`` spawned CPU processes joined by a gloo process
+    group; returns each rank's result (``fn`` must be importable: a module-level function)."""
+    import torch.multiprocessing as mp
+
+    path = str(tmp_path / "rank")
+    mp.start_processes(
+        _gloo_rank, args=(world, free_port(), path, fn, args), nprocs=world, start_method="spawn"
+    )
+    return [torch.load(f"{path}.{rank}", weights_only=False) for rank in range(world)]
