@@ -17,6 +17,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -341,6 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
         "an nn.Module images -> (B, d); 'ifid_callback.demo:smoke_features' is a cheap stand-in "
         "whose numbers are not FID",
     )
+    q = p.add_argument_group("part 2: a pair of VAEs that rFID and iFID rank oppositely")
+    q.add_argument(
+        "--part",
+        choices=("all", "monitor", "pair"),
+        default="all",
+        help="'monitor': only part 1 (the Lightning training with iFID monitoring); 'pair': only "
+        "part 2 (two digit VAEs, a diffusion probe on each; about 2 minutes on 2 cores)",
+    )
+    q.add_argument(
+        "--pair-workers",
+        type=int,
+        default=2,
+        help="processes for part 2 (the two VAEs and their probes train side by side)",
+    )
+    q.add_argument(
+        "--pair-smoke",
+        action="store_true",
+        help="part 2 with tiny training budgets: checks that it runs; its numbers mean nothing",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--out", type=Path, default=Path("runs/demo"), help="TensorBoard logs and checkpoints"
@@ -385,6 +405,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--threads must be >= 0, got {args.threads}.")
     if args.gpus < 0:
         raise ValueError(f"--gpus must be >= 0, got {args.gpus}.")
+    if args.pair_workers < 1:
+        raise ValueError(f"--pair-workers must be >= 1, got {args.pair_workers}.")
     if args.gpus > 0 and torch.cuda.device_count() < args.gpus:
         raise ValueError(
             f"--gpus {args.gpus} asked for, {torch.cuda.device_count()} CUDA devices visible; "
@@ -458,9 +480,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        code = 0
+        if args.part in ("all", "monitor"):
+            if args.part == "all":
+                print("Part 1 of 2: training a VAE with iFID monitoring (Lightning)\n")
+            code = _run(args)
+        if code == 0 and args.part in ("all", "pair") and _is_rank_zero():
+            if args.part == "all":
+                print(
+                    "\nPart 2 of 2: two VAEs, and a diffusion probe that says which latents generate better\n"
+                )
+            code = _run_pair(args)
+        return code
     finally:
         torch.set_num_threads(threads)
+
+
+def _is_rank_zero() -> bool:
+    # Under DDP every rank runs main(); part 2 is a single-process job for rank 0 alone.
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def _run_pair(args: argparse.Namespace) -> int:
+    """Part 2: the committed check's pair at ``--seed``, printed with its noise and verdict."""
+    from ifid_callback.demo_pair import run_demo_pair
+
+    return run_demo_pair(
+        seed=args.seed, out=args.out / "pair", workers=args.pair_workers, smoke=args.pair_smoke
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

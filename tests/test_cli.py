@@ -281,6 +281,8 @@ def test_demo_runs_tiny_and_selects_the_best_checkpoint(tmp_path, capsys):
             "--out",
             str(out),
             "--no-progress",
+            "--part",
+            "monitor",
         ]
     )
     assert code == 0
@@ -322,6 +324,8 @@ def test_demo_trains_on_a_user_folder(tmp_path, capsys):
             "--out",
             str(tmp_path / "run"),
             "--no-progress",
+            "--part",
+            "monitor",
         ]
     )
     assert code == 0

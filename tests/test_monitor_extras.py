@@ -33,6 +33,7 @@ def test_demo_table_shows_the_standard_error_and_psnr(tmp_path, capsys):
     pytest.importorskip("lightning")
     argv = ["demo", "--max-steps", "4", "--evals", "2", "--eval-images", "8", "--batch-size", "8"]
     argv += ["--base-channels", "8", "--feature", SMOKE, "--out", str(tmp_path), "--no-progress"]
+    argv += ["--part", "monitor"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     rows = [line.split() for line in printed.splitlines() if line.strip()[:1].isdigit()]

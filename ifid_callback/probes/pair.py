@@ -42,6 +42,7 @@ __all__ = [
     "format_check",
     "format_pair",
     "measure_member",
+    "outcome_sentence",
     "run_pair",
     "holds",
     "summarize_check",
@@ -195,9 +196,22 @@ def measure_member(
     return result
 
 
-def _worker(name: str, seed: int, settings: DigitsStudySettings, feature: nn.Module) -> dict:
-    torch.set_num_threads(1)  # two small jobs on two cores; more threads only contend
+def _train_job(name: str, seed: int, settings: DigitsStudySettings, feature: nn.Module) -> str:
+    torch.set_num_threads(1)  # small jobs side by side on the cores; more threads only contend
+    return str(_vae_path(name, seed, settings, feature))
+
+
+def _measure_job(
+    name: str, seed: int, settings: DigitsStudySettings, feature: nn.Module
+) -> dict[str, Any]:
+    torch.set_num_threads(1)
     return measure_member(name, seed, settings, feature)
+
+
+def _base_of(name: str) -> str:
+    from .digits_study import digits_member
+
+    return name if digits_member(name) is not None else "ae"
 
 
 def _run_jobs(
@@ -209,30 +223,25 @@ def _run_jobs(
 ) -> list[dict[str, Any]]:
     """``measure_member`` for each (name, seed), in ``workers`` processes (1: in this one).
 
-    Trained bases come first, so two jobs never train the same VAE at once.
+    The VAEs are trained first (each base once, so that two jobs never train the same VAE and
+    a wrapped member waits only for its base's training), then every member is measured.
     """
-    bases = {(n if _is_trained(n) else "ae", s) for n, s in jobs}
-    first = [j for j in jobs if j in bases]
-    rest = [j for j in jobs if j not in bases]
-    results: dict[tuple[str, int], dict[str, Any]] = {}
-    for batch in (first, rest):
-        if workers <= 1 or len(batch) <= 1:
-            for name, seed in batch:
-                results[(name, seed)] = measure_member(name, seed, settings, feature)
-                _report(results[(name, seed)], log)
-            continue
-        with ProcessPoolExecutor(min(workers, len(batch)), mp_context=get_context("spawn")) as ex:
-            futures = {ex.submit(_worker, n, s, settings, feature): (n, s) for n, s in batch}
-            for future, job in futures.items():
-                results[job] = future.result()
-                _report(results[job], log)
-    return [results[j] for j in jobs]
-
-
-def _is_trained(name: str) -> bool:
-    from .digits_study import digits_member
-
-    return digits_member(name) is not None
+    bases = list(dict.fromkeys((_base_of(n), s) for n, s in jobs))
+    results: list[dict[str, Any]] = []
+    if workers <= 1:
+        for name, seed in bases:
+            _vae_path(name, seed, settings, feature)
+        for name, seed in jobs:
+            results.append(measure_member(name, seed, settings, feature))
+            _report(results[-1], log)
+        return results
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+        for future in [pool.submit(_train_job, n, s, settings, feature) for n, s in bases]:
+            future.result()
+        for future in [pool.submit(_measure_job, n, s, settings, feature) for n, s in jobs]:
+            results.append(future.result())
+            _report(results[-1], log)
+    return results
 
 
 def _report(result: dict[str, Any], log: Callable[[str], Any] | None) -> None:
@@ -387,6 +396,9 @@ def summarize_check(check: dict[str, Any], pair: str) -> dict[str, Any]:
         "ifid_matches_gfid": sum(
             r["verdict"]["ifid_prefers"] == r["verdict"]["gfid_prefers"] for r in runs
         ),
+        "rfid_matches_gfid": sum(
+            r["verdict"]["rfid_prefers"] == r["verdict"]["gfid_prefers"] for r in runs
+        ),
         "holds": entry["holds"],
         "vaes": per_vae,
     }
@@ -459,6 +471,23 @@ def _sentence(label: str, preferred: str | None, a: dict, b: dict, key: str) -> 
     return f"{label} prefers {best['vae']} ({best[key]:.2f} vs {other[key]:.2f})."
 
 
+def outcome_sentence(summary: dict[str, Any]) -> str:
+    """``"holds: ..."`` or ``"fails: ..."``: the criterion on a pair over the check's seeds, with
+    its counts (``summary`` from :func:`summarize_check`)."""
+    n, verdict_word = summary["seeds"], "holds" if summary["holds"] else "fails"
+    tail = (
+        f"gFID prefers the VAE that iFID prefers in {summary['ifid_matches_gfid']}/{n} seeds and "
+        f"the one that rFID prefers in {summary['rfid_matches_gfid']}/{n} (a tie counts for "
+        "neither)"
+    )
+    if summary["pair"] == CONTROL:
+        return f"{verdict_word} (rFID equal by construction): {tail}."
+    return (
+        f"{verdict_word}: rFID and iFID disagree in {summary['disagree']}/{n} seeds, and gFID "
+        f"sides with iFID in {summary['sided_with_ifid']} of them; {tail}."
+    )
+
+
 def format_check(check: dict[str, Any]) -> str:
     """The check as markdown: per pair, a row per seed and VAE, the per-VAE mean +- std over
     seeds, and whether the criterion held."""
@@ -471,14 +500,9 @@ def format_check(check: dict[str, Any]) -> str:
         a, b = entry["vaes"]
         summary = summarize_check(check, pair)
         kind = "positive control" if pair == CONTROL else "natural candidate"
+        lines += [f"### `{pair}`: `{a}` vs `{b}` ({kind})", ""]
+        lines += [f"Criterion {outcome_sentence(summary)}", ""]
         lines += [
-            f"### `{pair}`: `{a}` vs `{b}` ({kind})",
-            "",
-            f"Criterion {'holds' if entry['holds'] else 'fails'}: rFID and iFID disagree in "
-            f"{summary['disagree']}/{summary['seeds']} seeds; gFID sides with iFID in "
-            f"{summary['sided_with_ifid']}/{summary['seeds']}; iFID and gFID prefer the same VAE "
-            f"in {summary['ifid_matches_gfid']}/{summary['seeds']}.",
-            "",
             "| seed | VAE | rFID +- SE | iFID +- SE | PSNR dB | gFID | gFID held-out | "
             "probe prefers |",
             "|---|---|---|---|---|---|---|---|",
@@ -535,4 +559,8 @@ def demo_summary(check: dict[str, Any]) -> dict[str, Any]:
         "recipe": check["recipe"],
         "feature_key": check["feature_network"].get("key"),
         "summary": summarize_check(check, check["shown"]),
+        "counts": {
+            p: {k: v for k, v in summarize_check(check, p).items() if k != "vaes"}
+            for p in check["pairs"]
+        },
     }
