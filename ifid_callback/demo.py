@@ -601,7 +601,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"TensorBoard logs: {logger.log_dir}   (view: tensorboard --logdir {args.out})")
     if grid_path is not None:
         print(f"interpolation grid (x | NN(x) | interpolant | reconstruction): {grid_path}")
-    print(f"total time: {minutes:.1f} min")
+    print(f"{'part 1 took' if args.part == 'all' else 'total time:'} {minutes:.1f} min")
     return 0
 
 
