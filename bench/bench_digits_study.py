@@ -11,6 +11,7 @@ regenerates, each timed in wall and process CPU time, then prints the projected 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -35,10 +36,11 @@ def main() -> None:
         DIGITS_FAMILY_B,
         DIGITS_FAMILY_C,
         DigitsStudySettings,
+        train_digits_vae,
     )
     from ifid_callback.probes.gfid import fid_from_features
     from ifid_callback.probes.train import ProbeTrainConfig, train_probe
-    from ifid_callback.probes.zoo import load_vae_checkpoint, train_zoo_member
+    from ifid_callback.probes.zoo import load_vae_checkpoint
 
     defaults = DigitsStudySettings(out="")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,17 +67,10 @@ def main() -> None:
     rows: list[tuple[str, float, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         clock = _Clock()
-        path = train_zoo_member(
-            DIGITS_FAMILY_A[0],
-            images,
-            Path(tmp) / "ae.ckpt",
-            steps=args.timed_vae_steps,
-            batch_size=defaults.vae_batch_size,
-            lr=defaults.vae_lr,
-            base_channels=args.base_channels,
-            downsamples=1,
-            progress=False,
+        timed = dataclasses.replace(
+            defaults, out=tmp, vae_steps=args.timed_vae_steps, base_channels=args.base_channels
         )
+        path = train_digits_vae(DIGITS_FAMILY_A[0], timed, Path(tmp), feat, seed=0, progress=False)
         wall, cpu = clock.read()
         vae_step = wall / args.timed_vae_steps
         rows.append(("VAE step (batch 64)", vae_step, cpu / args.timed_vae_steps, "s"))
