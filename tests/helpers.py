@@ -101,6 +101,7 @@ def free_port() -> int:
 
 def _gloo_rank(rank: int, world: int, port: int, path: str, fn, args: tuple) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)  # several ranks share the cores
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.save(fn(rank, world, *args), f"{path}.{rank}")

@@ -1,24 +1,13 @@
 """Two CPU processes (gloo) give the same iFID/rFID as one process on the same images."""
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ifid_callback import InterpolatedFID, LatentBank
-from tests.helpers import RandomFeatures, decode, encode, smooth_images
+from tests.helpers import RandomFeatures, decode, encode, run_ranks, smooth_images
 
 QUERIES = 48
 IN_DIM = 3 * 8 * 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(use_bank: bool, rank: int, world: int) -> dict:
@@ -38,31 +27,21 @@ def _run(use_bank: bool, rank: int, world: int) -> dict:
     return out
 
 
-def _worker(rank: int, world: int, port: int, use_bank: bool, path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        out = _run(use_bank, rank, world)
-        # The bank gathers across ranks: each rank added different rows.
-        bank = LatentBank(capacity=8)
-        bank.add(torch.full((rank + 1, 3), float(rank)))
-        vectors, ids = bank.gather()
-        out["gathered"] = vectors[:, 0].tolist()
-        out["gathered_ids"] = ids.tolist()
-        torch.save(out, f"{path}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, world: int, use_bank: bool) -> dict:
+    out = _run(use_bank, rank, world)
+    # The bank gathers across ranks: each rank added different rows.
+    bank = LatentBank(capacity=8)
+    bank.add(torch.full((rank + 1, 3), float(rank)))
+    vectors, ids = bank.gather()
+    out["gathered"] = vectors[:, 0].tolist()
+    out["gathered_ids"] = ids.tolist()
+    return out
 
 
 @pytest.mark.parametrize("use_bank", [True, False], ids=["bank", "self-reference"])
 def test_two_processes_match_one(tmp_path, use_bank):
     single = _run(use_bank, 0, 1)
-    path = str(tmp_path / "out")
-    mp.start_processes(
-        _worker, args=(2, _free_port(), use_bank, path), nprocs=2, start_method="spawn"
-    )
-    for rank in range(2):
-        out = torch.load(f"{path}.{rank}")
+    for out in run_ranks(_rank, 2, tmp_path, use_bank):
         assert out["ifid"] == pytest.approx(single["ifid"], rel=1e-6)
         assert out["rfid"] == pytest.approx(single["rfid"], rel=1e-6)
         assert out["gathered"] == [0.0, 1.0, 1.0]

@@ -1,24 +1,13 @@
 """With a bank under DDP the reference is the banks of all ranks: any world size, one number."""
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ifid_callback import InterpolatedFID, LatentBank
-from tests.helpers import RandomFeatures, decode, encode, smooth_images
+from tests.helpers import RandomFeatures, decode, encode, run_ranks, smooth_images
 
 QUERIES = 32
 REFERENCE = 48
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _metric(bank: LatentBank, **kwargs) -> InterpolatedFID:
@@ -38,25 +27,20 @@ def _reference() -> torch.Tensor:
     return encode(smooth_images(REFERENCE, seed=2))
 
 
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        out = {}
-        # Half of the reference on each rank (automatic ids, unique across ranks).
-        half = LatentBank(capacity=REFERENCE)
-        half.add(_reference()[rank::world])
-        out["halves"] = _ifid(half, rank, world)
-        out["halves_no_auto"] = _ifid(half, rank, world, auto_refresh_index=False)
-        # The whole reference restored from one checkpoint on every rank: each row counts once.
-        whole = LatentBank(capacity=REFERENCE)
-        whole.load_state_dict(torch.load(f"{path}.bank"))
-        out["restored"] = _ifid(whole, rank, world)
-        metric = _metric(whole)
-        out["rows"] = metric.refresh_index()
-        torch.save(out, f"{path}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, world: int, bank_file: str) -> dict:
+    out = {}
+    # Half of the reference on each rank (automatic ids, unique across ranks).
+    half = LatentBank(capacity=REFERENCE)
+    half.add(_reference()[rank::world])
+    out["halves"] = _ifid(half, rank, world)
+    out["halves_no_auto"] = _ifid(half, rank, world, auto_refresh_index=False)
+    # The whole reference restored from one checkpoint on every rank: each row counts once.
+    whole = LatentBank(capacity=REFERENCE)
+    whole.load_state_dict(torch.load(bank_file))
+    out["restored"] = _ifid(whole, rank, world)
+    metric = _metric(whole)
+    out["rows"] = metric.refresh_index()
+    return out
 
 
 def test_two_processes_with_half_the_bank_each_match_one_with_all(tmp_path):
@@ -65,11 +49,9 @@ def test_two_processes_with_half_the_bank_each_match_one_with_all(tmp_path):
     single = _ifid(full, 0, 1)
     # Under DDP each rank sees only its half: without the gather the number differs.
     assert _ifid(_half_bank(0), 0, 1) != pytest.approx(single, rel=1e-3)
-    path = str(tmp_path / "out")
-    torch.save(full.state_dict(), f"{path}.bank")
-    mp.start_processes(_worker, args=(2, _free_port(), path), nprocs=2, start_method="spawn")
-    for rank in range(2):
-        out = torch.load(f"{path}.{rank}")
+    bank_file = str(tmp_path / "full.bank")
+    torch.save(full.state_dict(), bank_file)
+    for out in run_ranks(_rank, 2, tmp_path, bank_file):
         assert out["halves"] == pytest.approx(single, rel=1e-6)
         assert out["halves_no_auto"] == pytest.approx(single, rel=1e-6)
         assert out["restored"] == pytest.approx(single, rel=1e-6)

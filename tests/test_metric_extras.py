@@ -1,13 +1,8 @@
 """The metric's extras: standard errors, PSNR/SSIM/MSE, KID and precision/recall from one pass."""
 
-import os
-import socket
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ifid_callback import InterpolatedFID, LatentBank
@@ -16,7 +11,14 @@ from ifid_callback.functional import (
     kernel_inception_distances,
     precision_recall,
 )
-from tests.helpers import RandomFeatures, decode, encode, numpy_slerp, smooth_images
+from tests.helpers import (
+    RandomFeatures,
+    decode,
+    encode,
+    numpy_slerp,
+    run_ranks,
+    smooth_images,
+)
 
 SIZE = 8
 IN_DIM = 3 * SIZE * SIZE
@@ -276,12 +278,6 @@ def test_reported_standard_error_matches_the_spread_over_independent_draws():
 
 
 # ------------------------------------------------------------------ two processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(use_bank: bool, rank: int, world: int, rounds: int = 2) -> list[dict]:
     queries = smooth_images(48, seed=1)
     metric = make_metric(make_bank() if use_bank else None, reset_real_features=False, **ALL_EXTRAS)
@@ -294,26 +290,16 @@ def _run(use_bank: bool, rank: int, world: int, rounds: int = 2) -> list[dict]:
     return results
 
 
-def _worker(rank: int, world: int, port: int, use_bank: bool, path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        torch.save(_run(use_bank, rank, world), f"{path}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, world: int, use_bank: bool) -> list[dict]:
+    return _run(use_bank, rank, world)
 
 
 @pytest.mark.parametrize("use_bank", [True, False], ids=["bank", "self-reference"])
 def test_two_processes_give_the_extras_of_one(tmp_path, use_bank):
     single = _run(use_bank, 0, 1)
     assert single[0] == pytest.approx(single[1], rel=1e-9)
-    path = str(tmp_path / "out")
-    mp.start_processes(
-        _worker, args=(2, _free_port(), use_bank, path), nprocs=2, start_method="spawn"
-    )
-    for rank in range(2):
-        for got, want in zip(torch.load(f"{path}.{rank}"), single):
+    for out in run_ranks(_rank, 2, tmp_path, use_bank):
+        for got, want in zip(out, single):
             assert set(got) == set(want)
             for key in want:
                 assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-12), key

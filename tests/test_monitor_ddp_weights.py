@@ -1,26 +1,15 @@
 """Two CPU processes (gloo) evaluating training and averaged weights in one evaluation give the
 numbers of one process: the weights' evaluations are collectives in the same order on every rank."""
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
-from tests.helpers import RandomFeatures, smooth_images
+from tests.helpers import RandomFeatures, run_ranks, smooth_images
 
 SIZE = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(rank: int, world: int) -> dict:
@@ -48,21 +37,9 @@ def _run(rank: int, world: int) -> dict:
     return {k: float(v) for k, v in result.items()}
 
 
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.save(_run(rank, world), f"{path}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_processes_match_one_with_extra_weights(tmp_path):
     single = _run(0, 1)
-    path = str(tmp_path / "out")
-    mp.start_processes(_worker, args=(2, _free_port(), path), nprocs=2, start_method="spawn")
-    for rank in range(2):
-        out = torch.load(f"{path}.{rank}")
+    for out in run_ranks(_run, 2, tmp_path):
         assert out["bank_size"] == single["bank_size"] == 48
         for key in ("ifid", "rfid", "ifid_ema", "rfid_ema"):
             assert out[key] == pytest.approx(single[key], rel=1e-6)

@@ -1,13 +1,8 @@
 """Random choices (posterior samples, top-k picks, mask positions, subsampling) are tied to each
 query's position or id: equal across batchings, orders, world sizes, rounds and resumes."""
 
-import os
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from ifid_callback import InterpolatedFID, LatentBank
@@ -16,7 +11,7 @@ from ifid_callback.functional import interpolate, pick_neighbor
 from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.randomness import key_seed, keyed_generators
 from ifid_callback.tiny_vae import DiagonalGaussian, TinyVAE, TinyVAEConfig
-from tests.helpers import RandomFeatures, decode, encode, smooth_images
+from tests.helpers import RandomFeatures, decode, encode, run_ranks, smooth_images
 
 QUERIES = 48
 IN_DIM = 3 * 8 * 8
@@ -117,29 +112,13 @@ def test_functional_pieces_take_one_generator_per_row():
 
 
 # ------------------------------------------------------------------ two processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        out = {config: run(config, batch_sizes=(8,), rank=rank, world=world) for config in CONFIGS}
-        torch.save(out, f"{path}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, world: int) -> dict:
+    return {config: run(config, batch_sizes=(8,), rank=rank, world=world) for config in CONFIGS}
 
 
 def test_two_processes_match_one_with_the_paper_preset_and_mask(tmp_path):
     single = {config: run(config, batch_sizes=(8,)) for config in CONFIGS}
-    path = str(tmp_path / "out")
-    mp.start_processes(_worker, args=(2, _free_port(), path), nprocs=2, start_method="spawn")
-    for rank in range(2):
-        out = torch.load(f"{path}.{rank}")
+    for rank, out in enumerate(run_ranks(_rank, 2, tmp_path)):
         for config in CONFIGS:
             assert out[config] == pytest.approx(single[config], rel=1e-6), (rank, config)
 

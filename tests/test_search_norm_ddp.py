@@ -1,16 +1,11 @@
 """search_norm="bn_channel" under torch.distributed: statistics of the gathered reference, so
 two ranks with half the bank each (or the same whole bank each) give the single-process iFID."""
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from ifid_callback import InterpolatedFID, LatentBank
-from tests.helpers import RandomFeatures, smooth_images
-from tests.test_ddp_bank import _free_port
+from tests.helpers import RandomFeatures, run_ranks, smooth_images
 from tests.test_search_norm import decode, encode
 
 QUERIES, REFERENCE = 32, 48
@@ -35,22 +30,15 @@ def _reference():
     return encode(smooth_images(REFERENCE, seed=2))
 
 
-def _worker(rank, world, port, path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        out = {
-            "halves": _ifid(
-                _bank(_reference()[rank::world]), rank, world, search_norm="bn_channel"
-            ),
-            "self": _ifid(None, rank, world, search_norm="bn_channel"),
-        }
-        whole = LatentBank(capacity=REFERENCE)
-        whole.load_state_dict(torch.load(f"{path}.bank"))
-        out["restored"] = _ifid(whole, rank, world, search_norm="bn_channel")
-        torch.save(out, f"{path}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _rank(rank, world, bank_file):
+    out = {
+        "halves": _ifid(_bank(_reference()[rank::world]), rank, world, search_norm="bn_channel"),
+        "self": _ifid(None, rank, world, search_norm="bn_channel"),
+    }
+    whole = LatentBank(capacity=REFERENCE)
+    whole.load_state_dict(torch.load(bank_file))
+    out["restored"] = _ifid(whole, rank, world, search_norm="bn_channel")
+    return out
 
 
 def test_two_ranks_match_one_process(tmp_path, one_thread):
@@ -59,11 +47,9 @@ def test_two_ranks_match_one_process(tmp_path, one_thread):
     single_self = _ifid(None, 0, 1, search_norm="bn_channel")
     # Statistics of half the bank would search elsewhere: the variant sees the difference.
     assert _ifid(full, 0, 1) != pytest.approx(single, rel=1e-3)
-    path = str(tmp_path / "out")
-    torch.save(full.state_dict(), f"{path}.bank")
-    mp.start_processes(_worker, args=(2, _free_port(), path), nprocs=2, start_method="spawn")
-    for rank in range(2):
-        out = torch.load(f"{path}.{rank}")
+    bank_file = str(tmp_path / "full.bank")
+    torch.save(full.state_dict(), bank_file)
+    for out in run_ranks(_rank, 2, tmp_path, bank_file):
         assert out["halves"] == pytest.approx(single, rel=1e-6)
         assert out["restored"] == pytest.approx(single, rel=1e-6)
         assert out["self"] == pytest.approx(single_self, rel=1e-6)
