@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -10,6 +11,25 @@ from torch import Tensor
 
 EncodeFn = Callable[[Tensor], Any]
 DecodeFn = Callable[[Tensor], Any]
+
+
+@contextlib.contextmanager
+def eval_mode(
+    modules: Sequence[torch.nn.Module], quiet: Callable[[], Any] | None = None
+) -> Iterator[None]:
+    """Every sub-module of ``modules`` in eval mode, its own mode restored afterwards.
+
+    ``quiet``: a context-manager factory entered as well (the monitor silences its hooks).
+    """
+    modes = [(m, m.training) for root in modules for m in root.modules()]
+    with quiet() if quiet is not None else contextlib.nullcontext():
+        try:
+            for module, _ in modes:
+                module.training = False
+            yield
+        finally:
+            for module, mode in modes:
+                module.training = mode
 
 
 class VAEAdapter:
@@ -23,6 +43,12 @@ class VAEAdapter:
 
     Latents are used as the VAE returns them, without ``scaling_factor``/``shift_factor``: nearest
     neighbours and interpolation are defined on the raw latent space.
+
+    The VAE runs in eval mode during each call, and each sub-module's mode is restored afterwards.
+    Dropout, batch statistics and training-only latent noise never enter a measurement, and a
+    measurement never updates BatchNorm running statistics, even when it is called mid-training on
+    a model in train mode. This needs the modules to be visible: the VAE itself, or bound methods
+    of a module as ``encoder``/``decoder``.
 
     Inputs are cast to the dtype of the VAE's weights (found on the VAE or on the modules behind
     the callables); from half-precision (fp16/bf16) VAEs latents and decoded images come back as
@@ -77,7 +103,7 @@ class VAEAdapter:
         return None
 
     def modules(self) -> list[torch.nn.Module]:
-        """The nn.Modules behind the callables (used for device checks)."""
+        """The nn.Modules behind the callables (for device and dtype checks and eval mode)."""
         found = []
         for obj in (
             self.vae,
@@ -111,14 +137,18 @@ class VAEAdapter:
                 ``.std`` or ``.stddev``).
         """
         dtype, half = self.dtype, _half(self.dtype)
-        out = _run("encoder", self._encoder, images.to(dtype) if dtype is not None else images)
-        z = self._latents_from(out, generator)
+        with eval_mode(self.modules()):
+            out = _run("encoder", self._encoder, images.to(dtype) if dtype is not None else images)
+            z = self._latents_from(out, generator)
         return z.float() if half and isinstance(z, Tensor) and z.dtype == half else z
 
     def decode(self, latents: Tensor) -> Tensor:
         """Latents (B, ...) -> images (B, C, H, W); float32 images from a half-precision VAE."""
         dtype = self.dtype
-        out = _run("decoder", self._decoder, latents.to(dtype) if dtype is not None else latents)
+        with eval_mode(self.modules()):
+            out = _run(
+                "decoder", self._decoder, latents.to(dtype) if dtype is not None else latents
+            )
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = getattr(out, "sample", out)

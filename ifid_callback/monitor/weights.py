@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import nn
 
-from ifid_callback.vae import VAEAdapter
+from ifid_callback.vae import VAEAdapter, eval_mode
 
 __all__ = ["WeightsSource", "eval_mode", "unwrap_averaged", "vae_adapter"]
 
@@ -81,20 +79,3 @@ def _is_model(obj: Any) -> bool:
         or callable(getattr(obj, "encode", None))
         or not callable(obj)
     )
-
-
-@contextlib.contextmanager
-def eval_mode(modules: list[nn.Module], quiet: Callable[[], Any] | None = None) -> Iterator[None]:
-    """Every sub-module of ``modules`` in eval mode, restored per sub-module afterwards.
-
-    ``quiet``: a context-manager factory entered as well (silences the collector's hooks).
-    """
-    modes = [(m, m.training) for root in modules for m in root.modules()]
-    with quiet() if quiet is not None else contextlib.nullcontext():
-        try:
-            for module, _ in modes:
-                module.training = False
-            yield
-        finally:
-            for module, mode in modes:
-                module.training = mode
