@@ -63,4 +63,3 @@ def test_a_vae_left_in_training_mode_is_measured_in_eval_mode(how):
         assert torch.equal(value, stats[key]), key  # running stats untouched
     assert vae.training and vae.enc.training and vae.enc[1].training
     assert not vae.dec[0].training
-
