@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from collections.abc import Callable
@@ -396,6 +397,7 @@ class InterpolatedFID(Metric):
         # random choice from generators keyed by each query's position.
         self._generator = torch.Generator().manual_seed(self.seed)
         self._queries_seen = 0  # queries of this round on this process (default positions)
+        self._round_low = math.inf  # the lowest pixel value of this round's images
         self._channels: int | None = None
         self._real_cached = False
         self._round_computed = False
@@ -490,7 +492,7 @@ class InterpolatedFID(Metric):
                 ``DistributedSampler`` deals a dataset (rank r's j-th image is position
                 ``j * world_size + r``).
         """
-        self._check_images(images)
+        lowest = self._check_images(images)
         batch = images.shape[0]
         ids = _as_ids("ids", ids, batch)
         positions = _as_ids("positions", positions, batch)
@@ -542,6 +544,7 @@ class InterpolatedFID(Metric):
         # Learned only now that the whole batch went through.
         self._channels = images.shape[1]
         self._queries_seen += batch
+        self._round_low = min(self._round_low, lowest)
 
     def _next_positions(self, batch: int) -> Tensor:
         """Running positions of the next ``batch`` queries of this round, dealt across ranks."""
@@ -594,6 +597,7 @@ class InterpolatedFID(Metric):
                 f"iFID needs at least 2 query images, got {int(self.real_num_samples)}; call "
                 "update() with more images before compute()."
             )
+        self._warn_if_only_upper_half()
         sums = {key: getattr(self, key) for key in _FID_SUMS}
         interp_rows = None
         if self._self_reference:
@@ -737,6 +741,7 @@ class InterpolatedFID(Metric):
         and real rows survive when ``reset_real_features=False``."""
         self._channels = None
         self._queries_seen = 0
+        self._round_low = math.inf
         keep_real = not self.reset_real_features and (self._real_cached or self._round_computed)
         keep_rows = keep_real and self._per_image and (self._rows_cached or self._round_computed)
         self._round_computed = False
@@ -1076,7 +1081,7 @@ class InterpolatedFID(Metric):
         return pick_neighbor(mse.cpu(), found.cpu(), pick="softmax", generator=generator)
 
     # ------------------------------------------------------------------ internals
-    def _check_images(self, images: Tensor) -> None:
+    def _check_images(self, images: Tensor) -> float:
         if not isinstance(images, Tensor):
             raise TypeError(
                 f"images must be a torch.Tensor, got {type(images).__name__}; convert them with "
@@ -1133,6 +1138,22 @@ class InterpolatedFID(Metric):
             raise ValueError(
                 f"images span [{lo:.4g}, {hi:.4g}] but input_range is {self.input_range}; rescale "
                 "them (e.g. x * 2 - 1 for [0, 1] images) or set input_range."
+            )
+        return lo
+
+    def _warn_if_only_upper_half(self) -> None:
+        """Images in [0, 1] fit inside the default (-1, 1) and pass every check, but the VAE and
+        the features then see them shifted and compressed. A whole round of images without one
+        value below 0 is the mark of that mistake (natural images have dark pixels)."""
+        low, high = self.input_range
+        if self._queries_seen and low < 0 < high and self._round_low >= 0:
+            warnings.warn(
+                f"No image of this round has a value below 0, but input_range is "
+                f"{self.input_range}: images in [0, 1] (e.g. from ToTensor) must be rescaled with "
+                "x * 2 - 1, or pass input_range=(0, 1). If your images really are that bright, "
+                "ignore this warning.",
+                UserWarning,
+                stacklevel=4,  # the caller of compute(), through torchmetrics' wrapper
             )
 
     def _check_latents_fit_bank(self, images: Tensor, z: Tensor) -> None:
