@@ -372,6 +372,10 @@ class InterpolatedFID(Metric):
         self.search_norm = settings["search_norm"]
         # Per-channel statistics of the indexed rows (search_norm="bn_channel"), set at refresh.
         self._search_statistics: ChannelStatistics | None = None
+        # Median norm of the indexed reference latents (a sample of rows), to catch a bank on
+        # another scale than the queries (e.g. latents multiplied by a scaling_factor).
+        self._reference_scale: float | None = None
+        self._scale_warned = False
         self.bank = bank
         self.index = index
         self.distance = settings["distance"]
@@ -532,6 +536,7 @@ class InterpolatedFID(Metric):
                 z_nn, _ = self.neighbors(
                     z, exclude=ids, generator=self._generators(positions, "pick")
                 )
+                self._warn_if_reference_scale_differs(z)
                 sums, fake_rows = self._decode_and_featurize(
                     z, z_nn, self._generators(positions, "mask"), channels, targets=images
                 )
@@ -955,6 +960,7 @@ class InterpolatedFID(Metric):
             # their standardised copy, while `rows` keep returning the raw latents.
             statistics = channel_statistics(vectors, channels)
             vectors = standardize(vectors.to(torch.float32), statistics)
+        self._reference_scale = _median_norm(rows(_spread_positions(vectors.shape[0])))
         index.build(vectors, ids)
         self._index, self._index_source, self._rows = index, source, rows
         self._search_statistics = statistics
@@ -1009,6 +1015,7 @@ class InterpolatedFID(Metric):
             )
         self._index, self._index_source = index, None
         self._search_statistics = None
+        self._reference_scale = None
         self._rows = lambda positions: lookup(index.ids_of(positions))
         self._external_reference = True
 
@@ -1155,6 +1162,33 @@ class InterpolatedFID(Metric):
                 UserWarning,
                 stacklevel=4,  # the caller of compute(), through torchmetrics' wrapper
             )
+
+    def _warn_if_reference_scale_differs(self, z: Tensor) -> None:
+        """Reference latents on another scale than the queries' (a bank filled with latents
+        multiplied by a diffusion ``scaling_factor``, or from another VAE) pass every shape check,
+        but slerp and linear mixing then blend vectors of unlike size. Warned once."""
+        reference = self._reference_scale
+        if self._scale_warned or reference is None or not reference > 0:
+            return
+        ratio = _median_norm(z.reshape(z.shape[0], -1)) / reference
+        if 0.5 <= ratio <= 2.0:
+            return
+        self._scale_warned = True
+        sampled = (
+            " The queries are posterior samples (sample_posterior=True): a bank of posterior "
+            "means from a VAE with a wide posterior differs from them in the same way."
+            if self.vae.sample_posterior
+            else ""
+        )
+        warnings.warn(
+            f"The query latents are {ratio:.3g}x the size of the reference latents (median norms "
+            f"{ratio * reference:.4g} and {reference:.4g}): the bank holds latents on another scale "
+            "than this VAE's encode() gives, e.g. latents multiplied by a diffusion scaling_factor "
+            "or made by other weights. Fill the bank with the raw latents "
+            f"(vae.encode(x).latent_dist.mean for a diffusers VAE), as the queries are.{sampled}",
+            UserWarning,
+            stacklevel=4,  # the caller of update(), through torchmetrics' wrapper
+        )
 
     def _check_latents_fit_bank(self, images: Tensor, z: Tensor) -> None:
         """Latents of another shape than the bank's: say whether the image size is the cause."""
@@ -1421,6 +1455,16 @@ def _snapshot_rows(vectors: Tensor) -> Callable[[Tensor], Tensor]:
         return vectors[positions.to(vectors.device)]
 
     return rows
+
+
+def _spread_positions(n: int, most: int = 4096) -> Tensor:
+    """Up to ``most`` positions spread evenly over ``n`` rows."""
+    return torch.linspace(0, n - 1, min(n, most)).round().long().unique()
+
+
+def _median_norm(rows: Tensor) -> float:
+    """Median Euclidean norm of the rows (B, D), in float32."""
+    return float(torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).median())
 
 
 def _cat_state(state: Any, dtype: torch.dtype, dim: int | None = None) -> Tensor:
