@@ -154,9 +154,26 @@ def test_misconfiguration_is_reported(tmp_path):
     )
     with pytest.raises(RuntimeError, match="IFIDTrainer"):
         _train(plain)
-    # Evaluating before any training step: the bank is empty.
+    # Evaluating before any training step: see the test below (warns, logs no eval_ifid).
+
+
+def test_an_evaluation_before_training_logs_no_ifid_and_does_not_stop_the_run(tmp_path):
+    """eval_on_start=True (and a baseline trainer.evaluate()) come before any training latent:
+    they warn and log without iFID, and the run goes on to evaluate iFID after training steps."""
+    callback = _callback()
     trainer = IFIDTrainer(
-        model=VAEModel(), args=_args(tmp_path, report_to=[]), callbacks=[_callback()], **data
+        model=VAEModel(),
+        args=_args(tmp_path, eval_on_start=True, load_best_model_at_end=False),
+        train_dataset=Images(64, 3),
+        eval_dataset=Images(8, 4),
+        callbacks=[callback],
     )
-    with pytest.raises(ValueError, match="latent bank is empty"):
-        trainer.evaluate()
+    with pytest.warns(UserWarning, match=r"No training latents yet at step 0.*'eval_ifid'"):
+        baseline = trainer.evaluate()
+    assert "eval_ifid" not in baseline and "eval_runtime" in baseline
+    with pytest.warns(UserWarning, match=r"No training latents yet at step 0"):
+        _train(trainer)
+    evals = [h for h in trainer.state.log_history if "eval_runtime" in h]
+    assert [h["step"] for h in evals] == [0, 4, 8, 12]
+    assert "eval_ifid" not in evals[0]
+    assert all(h["eval_ifid"] > 0 for h in evals[1:])

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ifid_callback.distributed import all_reduce_int, world_and_rank
 from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import BOOKKEEPING_KEYS, IFIDMonitor
 
@@ -175,8 +176,31 @@ def validation_result(
             return None, False
         return monitor.evaluate(), True
     if _due(monitor, step):
+        if no_latents_yet(monitor, step, key):
+            return None, False
         return monitor.evaluate(step), True
     return (monitor.last_result, False) if relog_last else (None, False)
+
+
+def no_latents_yet(monitor: IFIDMonitor, step: int, key: str) -> bool:
+    """Whether an evaluation during training comes before any training latents (on some rank:
+    all ranks agree, evaluating is collective); if so, warns that it logs no ``key``.
+
+    Such an evaluation (a baseline before training, HF ``eval_on_start=True``) has nothing to
+    search: it logs its loss without iFID instead of stopping the training run.
+    """
+    world, _ = world_and_rank()
+    local = len(monitor.bank)
+    if (all_reduce_int(local, "min") if world > 1 else local) > 0:
+        return False
+    warnings.warn(
+        f"No training latents yet at step {step} (an evaluation before training, e.g. "
+        f"eval_on_start=True): this evaluation logs no {key!r}; the evaluations after training "
+        "steps do.",
+        UserWarning,
+        stacklevel=5,
+    )
+    return True
 
 
 class ValidationWindow:

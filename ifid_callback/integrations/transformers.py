@@ -58,6 +58,7 @@ class IFIDTrainerCallback(TrainerCallback):
         self.monitor, self.monitor_kwargs, self.log_grid = monitor, monitor_kwargs, log_grid
         self._pending_state: dict[str, Any] | None = None
         self.shared = common.SharedEvaluation()
+        self._without_ifid = False
 
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: Any, **kw) -> None:
         common.check_best_metric(args.metric_for_best_model, args.greater_is_better)
@@ -88,6 +89,9 @@ class IFIDTrainerCallback(TrainerCallback):
         weights) the first result of the call is reused. Logs the grid with a fresh result.
         """
         monitor, step = self.ensure_monitor(trainer.model), trainer.state.global_step
+        self._without_ifid = common.no_latents_yet(monitor, step, f"{prefix}_ifid")
+        if self._without_ifid:
+            return {}
         fresh = not (share and self.shared.result is not None)
         result = self.shared.get(monitor, step, share)
         if fresh and self.log_grid and trainer.state.is_world_process_zero:
@@ -96,7 +100,9 @@ class IFIDTrainerCallback(TrainerCallback):
         return common.logged_metrics(result, f"{prefix}_")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics=None, **kw) -> None:
-        common.check_trainer_evaluated(metrics)
+        if not self._without_ifid:  # else it warned: no training latents to search yet
+            common.check_trainer_evaluated(metrics)
+        self._without_ifid = False
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: Any, **kw) -> None:
         if state.is_world_process_zero:
