@@ -111,12 +111,7 @@ def compare_predictors(
         # with it would measure float rounding. Only corr(a, target) means something.
         out["b_constant"] = {"relative_spread": spread_b, "value": float(np.mean(xb))}
         for method in ("pearson", "spearman"):
-            if y_seeds is not None:
-                res = seed_bootstrap_correlation(
-                    xa, y_seeds, method, num_resamples=num_resamples, seed=seed
-                )
-            else:
-                res = bootstrap_correlation(xa, y, method, num_resamples=num_resamples, seed=seed)
+            res = _correlation_interval(xa, y, y_seeds, method, num_resamples, seed)
             out[f"{a}_{method}"] = res.to_dict()
         return out
     for method in ("pearson", "spearman"):
@@ -124,12 +119,7 @@ def compare_predictors(
             xa, xb, y, method, y_seeds=y_seeds, num_resamples=num_resamples, seed=seed
         ).to_dict()
         for key, x in ((a, xa), (b, xb)):
-            if y_seeds is not None:
-                res = seed_bootstrap_correlation(
-                    x, y_seeds, method, num_resamples=num_resamples, seed=seed
-                )
-            else:
-                res = bootstrap_correlation(x, y, method, num_resamples=num_resamples, seed=seed)
+            res = _correlation_interval(x, y, y_seeds, method, num_resamples, seed)
             out[f"{key}_{method}"] = res.to_dict()
     r_a, r_b, r_ab = correlation(y, xa), correlation(y, xb), correlation(xa, xb)
     if all(math.isfinite(v) for v in (r_a, r_b, r_ab)):
@@ -148,6 +138,18 @@ def compare_predictors(
     return out
 
 
+def _correlation_interval(
+    x: Any, y: list[float], y_seeds: Any, method: str, num_resamples: int, seed: int
+) -> Any:
+    """Bootstrap interval of corr(x, target): seed-level (probe seeds resampled within each VAE)
+    when the target has several seeds per VAE, else over the VAEs only."""
+    if y_seeds is not None:
+        return seed_bootstrap_correlation(
+            x, y_seeds, method, num_resamples=num_resamples, seed=seed
+        )
+    return bootstrap_correlation(x, y, method, num_resamples=num_resamples, seed=seed)
+
+
 def _ablation_correlations(
     rows: list[dict[str, Any]], num_resamples: int, seed: int
 ) -> dict[str, Any]:
@@ -164,12 +166,7 @@ def _ablation_correlations(
         x = [float(r["ifid_ablation"][label]) for r in rows]
         out[label] = {}
         for method in ("pearson", "spearman"):
-            if y_seeds is not None:
-                res = seed_bootstrap_correlation(
-                    x, y_seeds, method, num_resamples=num_resamples, seed=seed
-                )
-            else:
-                res = bootstrap_correlation(x, y, method, num_resamples=num_resamples, seed=seed)
+            res = _correlation_interval(x, y, y_seeds, method, num_resamples, seed)
             out[label][method] = res.to_dict()
     return out
 
@@ -205,13 +202,7 @@ def analyse(
             seeds = _target_seeds(rows, target)
             y_seeds = [seeds[i] for i in ok] if seeds is not None else None
             correlations[key][target] = {
-                m: (
-                    seed_bootstrap_correlation(
-                        x, y_seeds, m, num_resamples=num_resamples, seed=seed
-                    )
-                    if y_seeds is not None
-                    else bootstrap_correlation(x, y, m, num_resamples=num_resamples, seed=seed)
-                ).to_dict()
+                m: _correlation_interval(x, y, y_seeds, m, num_resamples, seed).to_dict()
                 for m in ("pearson", "spearman")
             }
         if all(math.isfinite(v) for v in values) and len(rows) >= 2:
