@@ -64,7 +64,7 @@ class RandomConvFeatures(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.float())  # half-precision or autocast images on a GPU
 
 
 def _data(n_train: int, n_eval: int) -> tuple[torch.Tensor, torch.Tensor, str]:

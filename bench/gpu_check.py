@@ -40,6 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_monitor import RandomConvFeatures  # noqa: E402 - the benches' stand-in feature net
+
 print = functools.partial(print, flush=True)  # noqa: A001 - lines appear as checks finish
 
 # ImageNet-train at SD-VAE's 4x32x32 latents, and the memory budget its compressed reference
@@ -321,31 +324,6 @@ class _Clusters:
                 x[rows] += self.centers[c] + coef[rows] @ self.bases[c]
             start += m
         return x
-
-
-class RandomConvFeatures(nn.Module):
-    """A fixed, seeded 64-d convolutional feature net: a cheap stand-in for the Inception."""
-
-    num_features = 64
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(256, 64),
-        )
-        for p in self.net.parameters():
-            p.data = torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5
-            p.requires_grad_(False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.float())
 
 
 def random_inception_weights(path: Path, seed: int = 0) -> Path:
