@@ -119,3 +119,14 @@ def run_ranks(fn, world: int, tmp_path, *args) -> list:
         _gloo_rank, args=(world, free_port(), path, fn, args), nprocs=world, start_method="spawn"
     )
     return [torch.load(f"{path}.{rank}", weights_only=False) for rank in range(world)]
+
+
+def fit_quietly(trainer, module, train, val=None, **kwargs) -> None:
+    """``trainer.fit`` without Lightning's warnings about loader workers and the log interval,
+    which tiny CPU runs always trigger."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
+        trainer.fit(module, train, val, **kwargs)

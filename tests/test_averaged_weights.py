@@ -11,7 +11,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
-from tests.helpers import PixelValues, RandomFeatures, VAEModel, smooth_images
+from tests.helpers import PixelValues, RandomFeatures, VAEModel, fit_quietly, smooth_images
 
 SIZE = 16
 IN_DIM = 3 * SIZE * SIZE
@@ -165,10 +165,7 @@ def _fit_lightning(tmp_path, callbacks, module):
     )
     train = DataLoader(TensorDataset(TRAIN), batch_size=8)
     val = DataLoader(TensorDataset(smooth_images(8, 3, SIZE, seed=4)), batch_size=8)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
-        trainer.fit(module, train, val)
+    fit_quietly(trainer, module, train, val)
 
 
 @pytest.mark.parametrize("raw_name", [None, "raw"], ids=["averaged", "averaged-and-raw"])

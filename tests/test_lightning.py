@@ -2,7 +2,6 @@
 
 import glob
 import os
-import warnings
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from ifid_callback.integrations.lightning import IFIDCallback  # noqa: E402
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig  # noqa: E402
-from tests.helpers import RandomFeatures, smooth_images  # noqa: E402
+from tests.helpers import RandomFeatures, fit_quietly, smooth_images  # noqa: E402
 
 SIZE = 16
 IN_DIM = 3 * SIZE * SIZE
@@ -87,11 +86,7 @@ def _events(tmp_path):
 
 
 def _fit(trainer, module, **kwargs):
-    train, val = _loaders()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
-        trainer.fit(module, train, val, **kwargs)
+    fit_quietly(trainer, module, *_loaders(), **kwargs)
 
 
 def test_logs_select_best_checkpoint_and_early_stopping(tmp_path):

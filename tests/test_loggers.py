@@ -5,7 +5,6 @@ every number the metric computes logged and the grid at the step of the scalars.
 import csv
 import glob
 import os
-import warnings
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch
 from ifid_callback.grid import COLUMN_TITLES, image_grid
 from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
-from tests.helpers import PixelValues, RandomFeatures, VAEModel, smooth_images
+from tests.helpers import PixelValues, RandomFeatures, VAEModel, fit_quietly, smooth_images
 
 SIZE = 16
 IN_DIM = 3 * SIZE * SIZE
@@ -143,10 +142,7 @@ def test_lightning_tensorboard_csv_and_wandb(tmp_path, offline_wandb):
     )
     train = DataLoader(TensorDataset(TRAIN), batch_size=8)
     val = DataLoader(TensorDataset(smooth_images(8, 3, SIZE, seed=4)), batch_size=8)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
-        trainer.fit(module, train, val)
+    fit_quietly(trainer, module, train, val)
     offline_wandb.finish()
     history = callback.monitor.history
     assert len(history) == 2
@@ -175,6 +171,23 @@ def test_lightning_tensorboard_csv_and_wandb(tmp_path, offline_wandb):
     assert logged == pytest.approx([h["ifid"] for h in history], rel=1e-6)
 
 
+def _assert_tracked(tmp_path, tb_dir: str, prefix: str, wandb_step: str, history) -> None:
+    """TensorBoard and W&B both got the scalars and the grid at steps 4 and 8, the monitor's."""
+    scalars, images = _tensorboard(tmp_path / tb_dir)
+    assert [s for s, _ in sorted(scalars[f"{prefix}/ifid"])] == [4, 8]
+    logged = [v for _, v in sorted(scalars[f"{prefix}/ifid"])]
+    assert logged == pytest.approx([h["ifid"] for h in history], rel=1e-6)
+    assert [v for _, v in sorted(scalars[f"{prefix}/psnr"])] == pytest.approx([30.0, 30.0])
+    assert sorted(e.step for e in images[f"{prefix}/ifid_grid"]) == [4, 8]
+
+    from tests.wandb_offline import history as wandb_history
+
+    rows = wandb_history(tmp_path)
+    scalar_steps, _ = _wandb_steps(rows, f"{prefix}/ifid", wandb_step)
+    grid_steps, _ = _wandb_steps(rows, f"{prefix}/ifid_grid", wandb_step)
+    assert scalar_steps == [4, 8] and grid_steps == [4, 8]
+
+
 def test_accelerate_tensorboard_and_wandb_trackers(tmp_path, offline_wandb):
     pytest.importorskip("accelerate")
     from accelerate import Accelerator
@@ -200,20 +213,10 @@ def test_accelerate_tensorboard_and_wandb_trackers(tmp_path, offline_wandb):
     accelerator.end_training()
     history = ifid.monitor.history
 
-    scalars, images = _tensorboard(tmp_path / "run")
-    assert [s for s, _ in sorted(scalars["val/ifid"])] == [4, 8]
-    logged = [v for _, v in sorted(scalars["val/ifid"])]
-    assert logged == pytest.approx([h["ifid"] for h in history], rel=1e-6)
-    assert [v for _, v in sorted(scalars["val/psnr"])] == pytest.approx([30.0, 30.0])
-    assert sorted(e.step for e in images["val/ifid_grid"]) == [4, 8]
-
+    _assert_tracked(tmp_path, "run", "val", "_step", history)
     from tests.wandb_offline import history as wandb_history
 
-    rows = wandb_history(tmp_path)
-    scalar_steps, _ = _wandb_steps(rows, "val/ifid", "_step")
-    grid_steps, _ = _wandb_steps(rows, "val/ifid_grid", "_step")
-    assert scalar_steps == [4, 8] and grid_steps == [4, 8]
-    assert [r["val/psnr"] for r in rows if "val/psnr" in r] == [30.0, 30.0]
+    assert [r["val/psnr"] for r in wandb_history(tmp_path) if "val/psnr" in r] == [30.0, 30.0]
 
 
 def test_hf_trainer_report_to_tensorboard_and_wandb(tmp_path, offline_wandb):
@@ -251,16 +254,4 @@ def test_hf_trainer_report_to_tensorboard_and_wandb(tmp_path, offline_wandb):
     offline_wandb.finish()
     history = callback.monitor.history
 
-    scalars, images = _tensorboard(tmp_path / "out")
-    assert [s for s, _ in sorted(scalars["eval/ifid"])] == [4, 8]
-    logged = [v for _, v in sorted(scalars["eval/ifid"])]
-    assert logged == pytest.approx([h["ifid"] for h in history], rel=1e-6)
-    assert [v for _, v in sorted(scalars["eval/psnr"])] == pytest.approx([30.0, 30.0])
-    assert sorted(e.step for e in images["eval/ifid_grid"]) == [4, 8]
-
-    from tests.wandb_offline import history as wandb_history
-
-    rows = wandb_history(tmp_path)
-    scalar_steps, _ = _wandb_steps(rows, "eval/ifid", "train/global_step")
-    grid_steps, _ = _wandb_steps(rows, "eval/ifid_grid", "train/global_step")
-    assert scalar_steps == [4, 8] and grid_steps == [4, 8]
+    _assert_tracked(tmp_path, "out", "eval", "train/global_step", history)
