@@ -137,6 +137,19 @@ class DigitsStudySettings:
         if self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples!r}")
 
+    def probe_recipe(self) -> dict[str, Any]:
+        """The probe's :class:`~ifid_callback.probes.train.ProbeTrainConfig` fields (no seed)."""
+        return {
+            "size": "tiny",
+            "patch_size": self.patch_size,
+            "steps": self.probe_steps,
+            "batch_size": self.probe_batch_size,
+            "lr": self.probe_lr,
+            "ema_decay": self.probe_ema,
+            "model_overrides": dict(self.probe_overrides),
+            "time_shift": self.time_shift,
+        }
+
     @classmethod
     def smoke(cls, out: str) -> DigitsStudySettings:
         """Tiny settings that run the whole pipeline in about a minute (numbers meaningless)."""
@@ -309,14 +322,7 @@ def digits_study_config(settings: DigitsStudySettings, zoo: dict[str, Any]) -> A
         alpha=0.5,
         k=1,
         probe={
-            "size": "tiny",
-            "patch_size": settings.patch_size,
-            "steps": settings.probe_steps,
-            "batch_size": settings.probe_batch_size,
-            "lr": settings.probe_lr,
-            "ema_decay": settings.probe_ema,
-            "model_overrides": dict(settings.probe_overrides),
-            "time_shift": settings.time_shift,
+            **settings.probe_recipe(),
             "checkpoint_every": max(1, settings.probe_steps // 4),
         },
         probe_seeds=settings.probe_seeds,

@@ -146,17 +146,7 @@ def measure_member(
     metric.update(held_out)
     scores = {k: float(v) for k, v in metric.compute().items()}
 
-    probe_config = ProbeTrainConfig(
-        size="tiny",
-        patch_size=settings.patch_size,
-        model_overrides=dict(settings.probe_overrides),
-        steps=settings.probe_steps,
-        batch_size=settings.probe_batch_size,
-        lr=settings.probe_lr,
-        ema_decay=settings.probe_ema,
-        time_shift=settings.time_shift,
-        seed=seed,
-    )
+    probe_config = ProbeTrainConfig(**settings.probe_recipe(), seed=seed)
     probe = train_probe(z_train, None, probe_config, out_dir=None, progress=False)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
