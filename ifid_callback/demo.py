@@ -8,6 +8,10 @@ and an interpolation grid to TensorBoard; ``ModelCheckpoint(monitor="val/ifid", 
 keeps the best checkpoint. At the end a table of step, loss, rFID, iFID with its standard error and
 PSNR is printed, with the early-stopping ``min_delta`` those standard errors recommend.
 
+Part 2 (:mod:`ifid_callback.demo_pair`) then trains two small VAEs on embedded digits, each with
+a SiT diffusion probe, and shows whether iFID sees what the probe's gFID sees where rFID cannot.
+``--part monitor`` or ``--part pair`` runs one part alone.
+
 Run it with ``ifid demo`` (``--help`` lists the options) or ``python -m ifid_callback.demo``.
 """
 
@@ -342,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "an nn.Module images -> (B, d); 'ifid_callback.demo:smoke_features' is a cheap stand-in "
         "whose numbers are not FID",
     )
-    q = p.add_argument_group("part 2: a pair of VAEs that rFID and iFID rank oppositely")
+    q = p.add_argument_group("part 2: two VAEs and a diffusion probe on each (digits)")
     q.add_argument(
         "--part",
         choices=("all", "monitor", "pair"),
