@@ -160,12 +160,16 @@ class LatentBank:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_snapshots"] = None  # weak references do not pickle; copies keep no snapshots
+        # Weak references do not pickle: the live snapshots travel as a list, so that a copy
+        # taken together with a snapshot's holder (a metric's deepcopy, pickle or torch.save)
+        # keeps preserving that holder's copy of the rows before it overwrites them.
+        state["_snapshots"] = list(self._snapshots)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        snapshots = state.pop("_snapshots", None) or []
         self.__dict__.update(state)
-        self._snapshots = weakref.WeakSet()
+        self._snapshots = weakref.WeakSet(snapshots)
 
     # ------------------------------------------------------------------ contents
     def __len__(self) -> int:

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ifid_callback.metric as metric_module
+import ifid_callback.interpolation_pass as pass_module
+import ifid_callback.reference as reference_module
 from ifid_callback import InterpolatedFID, LatentBank
 from ifid_callback.functional.channel_norm import topk_weights
 from tests.helpers import RandomFeatures, numpy_slerp, scipy_fid, smooth_images
@@ -84,7 +85,7 @@ def test_bank_search_matches_a_direct_implementation(one_thread):
     torch.testing.assert_close(z_nn, encode(reference)[torch.from_numpy(nn)])
     # The statistics are the bank's, to float64 precision.
     mean = [z_ref[:, c].mean() for c in range(3)]
-    np.testing.assert_allclose(metric._search_statistics.mean.numpy(), mean, rtol=1e-9)
+    np.testing.assert_allclose(metric.reference.statistics.mean.numpy(), mean, rtol=1e-9)
 
 
 def test_self_reference_matches_a_direct_implementation(one_thread):
@@ -107,18 +108,18 @@ def test_paper_pick_weights_are_topk_weights_on_standardised_latents(monkeypatch
     metric = _metric(bank, preset="paper", search_norm="bn_channel")
     assert metric.settings["search_norm"] == "bn_channel" and metric.settings["k"] == 10
     seen = {}
-    real_pick = metric_module.pick_neighbor
+    real_pick = pass_module.pick_neighbor
 
     def spy(distances, candidates, pick, generator):
         seen["weights"] = torch.softmax(-distances.double(), dim=1)
         seen["candidates"] = candidates.clone()
         return real_pick(distances, candidates, pick=pick, generator=generator)
 
-    monkeypatch.setattr(metric_module, "pick_neighbor", spy)
+    monkeypatch.setattr(pass_module, "pick_neighbor", spy)
     z = encode(smooth_images(6, seed=5))
     metric.neighbors(z)
     candidates = encode(reference)[seen["candidates"]]  # (Q, k, C, H, W) raw rows found
-    want = topk_weights(z.reshape(6, -1), candidates.reshape(6, 10, -1), metric._search_statistics)
+    want = topk_weights(z.reshape(6, -1), candidates.reshape(6, 10, -1), metric.reference.statistics)
     torch.testing.assert_close(seen["weights"], want, rtol=1e-5, atol=1e-7)
     # And they are not the raw-latent weights (the variant changes the pick).
     raw = topk_weights(z.reshape(6, -1), candidates.reshape(6, 10, -1))
@@ -131,16 +132,16 @@ def test_gathered_rows_give_the_statistics(monkeypatch, one_thread):
     bank = LatentBank(capacity=100)
     bank.add(mine)
     union = torch.cat([mine, other]).reshape(80, -1)
-    monkeypatch.setattr(metric_module, "world_and_rank", lambda: (2, 0))
-    monkeypatch.setattr(metric_module, "all_reduce_int", lambda value, op: value)
+    monkeypatch.setattr(reference_module, "world_and_rank", lambda: (2, 0))
+    monkeypatch.setattr(reference_module, "all_reduce_int", lambda value, op: value)
     monkeypatch.setattr(bank, "gather", lambda: (union.clone(), torch.arange(80)))
     metric = _metric(bank, search_norm="bn_channel")
     assert metric.refresh_index() == 80
     z = union.reshape(80, 3, 4, 4).double().numpy()
     mean = [z[:, c].mean() for c in range(3)]
     std = [np.sqrt(z[:, c].var() + 1e-5) for c in range(3)]
-    np.testing.assert_allclose(metric._search_statistics.mean.numpy(), mean, rtol=1e-9)
-    np.testing.assert_allclose(metric._search_statistics.std.numpy(), std, rtol=1e-9)
+    np.testing.assert_allclose(metric.reference.statistics.mean.numpy(), mean, rtol=1e-9)
+    np.testing.assert_allclose(metric.reference.statistics.std.numpy(), std, rtol=1e-9)
 
 
 def test_default_is_the_raw_search_and_bad_values_are_refused():

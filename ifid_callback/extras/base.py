@@ -1,0 +1,66 @@
+"""What an extra metric is: a small part with its options, its states and its compute.
+
+:class:`~ifid_callback.metric.InterpolatedFID` assembles the extras that are on. An extra either
+scores the reconstructions of each batch (its states are float64 sums and int64 counts, summed
+over ranks) or works on the per-image feature rows that the metric keeps for all of them
+(:class:`PairedRows`). Adding an extra touches neither the others nor the metric's pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class PairedRows:
+    """Per-image feature rows of one round, row i of every set from the same query.
+
+    Attributes:
+        real: (N, d) float64 features of the query images.
+        fakes: ``{"ifid": interpolants, "rfid": reconstructions}`` (N, d) float64 each (``rfid``
+            only with ``compute_rfid``).
+        positions: (N,) int64 positions of the queries.
+    """
+
+    real: Tensor
+    fakes: dict[str, Tensor]
+    positions: Tensor
+
+
+class Extra(nn.Module):
+    """Base of the extras; subclasses override what they use.
+
+    Attributes:
+        key: the constructor argument of ``InterpolatedFID`` that turns it on.
+        uses_rows: needs the per-image feature rows at compute.
+        scores_reconstructions: scores each batch's reconstructions against the query images.
+    """
+
+    key = ""
+    uses_rows = False
+    scores_reconstructions = False
+
+    def states(self) -> dict[str, Tensor]:
+        """Its metric states, name -> default tensor (all reduced by sum)."""
+        return {}
+
+    def score(self, reconstructions: Tensor, images: Tensor) -> dict[str, Tensor]:
+        """Increments of its states for one batch: reconstructions and the query images, both
+        (B, C, H, W) in the metric's input range (images clamped to it)."""
+        return {}
+
+    def compute(self, state: Mapping[str, Tensor], rows: PairedRows | None) -> dict[str, Tensor]:
+        """Its results (float64 scalars) from its states and, when it uses them, the rows."""
+        raise NotImplementedError
+
+
+def scalar_sum() -> Tensor:
+    return torch.tensor(0.0, dtype=torch.float64)
+
+
+def count() -> Tensor:
+    return torch.tensor(0, dtype=torch.long)

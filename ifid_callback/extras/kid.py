@@ -1,0 +1,40 @@
+"""The Kernel Inception Distance of the interpolants and of the reconstructions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from ifid_callback.extras.base import Extra, PairedRows
+from ifid_callback.functional.kid import DEFAULT_SUBSET_SIZE, kernel_inception_distances
+
+
+class KernelDistance(Extra):
+    """``"ikid"``, ``"rkid"`` and their subset spreads ``"ikid_std"``, ``"rkid_std"``.
+
+    Args:
+        seed: seed of the subset draws.
+    """
+
+    key = "kid"
+    uses_rows = True
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def compute(self, state: Mapping[str, Tensor], rows: PairedRows | None) -> dict[str, Tensor]:
+        assert rows is not None
+        n = rows.real.shape[0]
+        # All subsets hold every row when N <= 1000: one subset gives the same numbers.
+        subsets = 1 if n <= DEFAULT_SUBSET_SIZE else 100
+        fakes = {name[0] + "kid": value for name, value in rows.fakes.items()}
+        generator = torch.Generator().manual_seed(self.seed)
+        found = kernel_inception_distances(rows.real, fakes, subsets=subsets, generator=generator)
+        out: dict[str, Tensor] = {}
+        for name, result in found.items():
+            out[name] = result.mean
+            out[f"{name}_std"] = result.std
+        return out
