@@ -172,9 +172,9 @@ def test_study_ifid_matches_the_metric(zoo, tmp_path):
     bank = LatentBank(capacity=len(z_train))
     bank.add(z_train)
     metric = InterpolatedFID(vae=vae, feature=CrashingFeatures(None), bank=bank, index="exact")
-    from ifid_callback.probes.study import _dataset
+    from ifid_callback.probes.study_data import study_dataset
 
-    ds = _dataset("embedded", "val", 32, 48, 0)
+    ds = study_dataset("embedded", "val", 32, 48, 0)
     images = torch.stack([ds[i] for i in range(len(ds))])
     metric.update(images)
     out = metric.compute()

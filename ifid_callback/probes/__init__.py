@@ -1,5 +1,13 @@
 """Offline diffusion probes: SiT models trained on a VAE's latents to measure its gFID.
 
+One module per job. The probe: ``sit`` (the model), ``probe_config``, ``flow_matching``,
+``batch_order``, ``checkpoints`` and ``train`` (its training), ``trained_probe`` and ``sampling``.
+Measuring: ``fid`` (FID from features), ``gfid``, ``irs``, ``digit_features``. The study:
+``study_config``, ``stages`` (its cache on disk), ``study_data``, ``real_stage``, ``study_vae``,
+``ablation``, ``probe_seed`` and ``study`` (which runs them); its report: ``stats``, ``analysis``,
+``report_markdown``, ``report_plots`` and ``report``. VAE zoos and the digits study: ``zoo``,
+``invertible``, ``digits_study``, ``pair`` (the pair check). The command line: ``cli``.
+
 Names are imported lazily, so ``import ifid_callback.probes`` stays cheap. No submodule is named
 like an exported name: importing a submodule binds its name on the package, which would replace
 the export and make the name mean two things depending on import order.
@@ -15,11 +23,11 @@ _EXPORTS = {
     "LatentNormalizer": "sit",
     "SiT": "sit",
     "SiTConfig": "sit",
-    "ProbeTrainConfig": "train",
-    "TrainedProbe": "train",
-    "ema_decay_at": "train",
-    "flow_matching_loss": "train",
-    "resolve_time_shift": "train",
+    "ProbeTrainConfig": "probe_config",
+    "TrainedProbe": "trained_probe",
+    "ema_decay_at": "flow_matching",
+    "flow_matching_loss": "flow_matching",
+    "resolve_time_shift": "probe_config",
     "train_probe": "train",
     "SAMPLERS": "sampling",
     "decode_in_batches": "sampling",
@@ -36,11 +44,11 @@ _EXPORTS = {
     "IRSResult": "irs",
     "coupon_collector_estimate": "irs",
     "image_retrieval_score": "irs",
-    "fid_from_features": "gfid",
+    "fid_from_features": "fid",
     "generated_features": "gfid",
     "gfid_t": "gfid",
     "regenerated_features": "gfid",
-    "StudyConfig": "study",
+    "StudyConfig": "study_config",
     "load_study": "study",
     "run_study": "study",
     "DEFAULT_ZOO": "zoo",

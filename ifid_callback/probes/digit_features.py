@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fid import fid_from_features
+
 __all__ = ["DigitClassifier", "DigitFeatures", "DigitRecipe", "digit_features", "train_digit_net"]
 
 _FORMAT = "ifid-digit-features"
@@ -177,7 +179,6 @@ def train_digit_net(recipe: DigitRecipe = DigitRecipe()) -> tuple[DigitClassifie
 def _floors(features: DigitFeatures, split_seed: int) -> dict[str, Any]:
     """FIDs between real digit sets in this feature space: what a perfect model would score."""
     from ..data import EmbeddedDigits
-    from .gfid import fid_from_features
 
     train = features(EmbeddedDigits("train", split_seed).as_tensor()).numpy()
     val = features(EmbeddedDigits("val", split_seed).as_tensor()).numpy()

@@ -138,7 +138,8 @@ class DigitsStudySettings:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples!r}")
 
     def probe_recipe(self) -> dict[str, Any]:
-        """The probe's :class:`~ifid_callback.probes.train.ProbeTrainConfig` fields (no seed)."""
+        """The probe's :class:`~ifid_callback.probes.probe_config.ProbeTrainConfig` fields (no
+        seed)."""
         return {
             "size": "tiny",
             "patch_size": self.patch_size,
@@ -368,9 +369,9 @@ def run_digits_study(
     result["digits_settings"] = dataclasses.asdict(settings)
     result["zoo"] = zoo["members"]
     from .report import write_report
-    from .study import _write_json
+    from .stages import write_json
 
-    _write_json(out / "results_raw.json", result)
+    write_json(out / "results_raw.json", result)
     result["report"] = {k: str(v) for k, v in write_report(result, out / "report").items()}
     result["seconds"] = time.time() - started
     return result

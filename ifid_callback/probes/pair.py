@@ -115,7 +115,8 @@ def measure_member(
     from ..data import EmbeddedDigits
     from ..metric import InterpolatedFID
     from ..vae import VAEAdapter
-    from .gfid import fid_from_features, generated_features
+    from .fid import fid_from_features
+    from .gfid import generated_features
     from .train import ProbeTrainConfig, train_probe
     from .zoo import load_vae_checkpoint
 

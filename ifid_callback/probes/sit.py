@@ -1,6 +1,6 @@
 """SiT probe: a compact DiT-style transformer that predicts the flow-matching velocity on latents.
 
-Time convention (shared with :mod:`ifid_callback.probes.train` and
+Time convention (shared with :mod:`ifid_callback.probes.flow_matching` and
 :mod:`ifid_callback.probes.sampling`): ``x_t = (1 - t) * x + t * eps`` with ``t`` in ``[0, 1]``,
 ``t = 0`` is data and ``t = 1`` is Gaussian noise; the model predicts ``v = eps - x``.
 """
