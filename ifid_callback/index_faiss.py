@@ -1,7 +1,9 @@
 """faiss indexes over a bank: create, train, fill and search them with row positions as labels.
 
 Every faiss index here holds float32 rows (unit rows for the cosine distance, so that squared L2
-gives 2 - 2 cos) labelled with their positions 0..N-1 in build or arrival order.
+gives 2 - 2 cos) labelled with their positions 0..N-1 in build or arrival order. Copies
+(``copy.deepcopy``, pickle, ``torch.save``) carry the index serialised by faiss, so a copy owns
+its rows and answers like the original.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ class FaissRows:
     """A trained faiss index whose labels are the positions of the rows added to it.
 
     Made by :meth:`trained` (empty) or :func:`build_faiss` (filled); rows are appended with
-    :meth:`add`.
+    :meth:`add`. Pickling serialises the index (a GPU index through a CPU copy) and restores it
+    on the GPU(s) when the original was there and faiss sees a GPU, else on the CPU.
 
     Attributes:
         index: the faiss index (CPU, GPU, or GPU shards).
@@ -287,6 +290,23 @@ class FaissRows:
                 exhaustive = True  # last resort: scan every list
             kk *= 2  # many rows share the excluded id (or lists were short): ask for more
         return out_d, out_i
+
+    def __getstate__(self) -> dict[str, Any]:
+        # faiss cannot serialise a GPU index: a CPU copy of it travels instead.
+        faiss = faiss_module()
+        state = dict(self.__dict__)
+        cpu = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+        state["index"] = faiss.serialize_index(cpu)  # uint8 numpy array
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        faiss = faiss_module()
+        state = dict(state)
+        index = faiss.deserialize_index(np.asarray(state["index"], dtype=np.uint8))
+        if state["on_gpu"]:
+            index, state["on_gpu"] = _to_gpus(index, "the copied faiss index")
+        state["index"] = index
+        self.__dict__.update(state)
 
 
 def build_faiss(vectors: Tensor, kind: str, cuda: bool, settings: FaissSettings) -> FaissRows:
