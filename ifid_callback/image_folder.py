@@ -20,6 +20,10 @@ def to_unit_range(uint8_chw: Tensor) -> Tensor:
     return uint8_chw.to(torch.float32).div_(127.5).sub_(1.0)
 
 
+# PIL modes of single-channel 16-bit images; some readers give them as 32-bit integers ("I").
+_GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_GREY16_MAX = 65535.0
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png",
     ".jpg",
@@ -38,7 +42,16 @@ class ImageFolder(Dataset):
 
     Files are matched by extension (case-insensitive) and listed by their path relative to `root`,
     sorted, so the order is the same on every machine; hidden files and folders (names starting
-    with ".") are skipped. Each image is loaded with PIL and converted to RGB.
+    with ".") are skipped.
+
+    Each image is loaded with PIL. 8-bit images are converted to RGB as torch-fidelity's and
+    clean-fid's folder loaders do (``convert("RGB")``): grey is replicated to three channels,
+    palettes are expanded, and an alpha channel is dropped, not composited (a fully transparent
+    pixel keeps its colour). Single-channel 16-bit images (PIL modes ``I;16`` and ``I``, e.g.
+    16-bit grey PNG or TIFF) are read at full range: value / 65535, replicated to three channels.
+    PIL reads 16-bit colour PNGs at 8 bits per channel (each value's high byte): their range is
+    kept, their precision is 8 bits. Images without a known range (32-bit float, or integers
+    outside 0..65535) are refused with a ValueError.
 
     Args:
         root: the folder.
@@ -104,12 +117,39 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         """Image `index` as a float32 tensor (3, H, W) in [-1, 1]."""
-        with Image.open(self.paths[index]) as im:
-            im = im.convert("RGB")
+        path = self.paths[index]
+        with Image.open(path) as im:
+            if im.mode in _GREY16_MODES:
+                return self._grey16(im, path)
+            if im.mode == "F":
+                raise ValueError(
+                    f"{str(path)!r} is a 32-bit float image (PIL mode 'F'), which has no standard "
+                    "value range; save it as an 8- or 16-bit image (PNG) to read it here."
+                )
+            im = im.convert("RGB")  # grey replicated, palette expanded, alpha dropped
             if self.size is not None:
                 im = _resize_and_crop(im, self.size, self.center_crop)
             array = np.asarray(im, dtype=np.uint8)
         return to_unit_range(torch.from_numpy(array.copy()).permute(2, 0, 1))
+
+    def _grey16(self, im: Image.Image, path: Path) -> Tensor:
+        """A single-channel 16-bit image: value / 65535, replicated to (3, H, W) in [-1, 1]."""
+        values = np.asarray(im).astype(np.float32)  # exact: integers below 2**24
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > _GREY16_MAX:
+            raise ValueError(
+                f"{str(path)!r} holds integer values in [{low:.0f}, {high:.0f}] (PIL mode "
+                f"{im.mode!r}); only 16-bit values 0..65535 have a known range. Save it as an 8- "
+                "or 16-bit image (PNG) to read it here."
+            )
+        unit = values / _GREY16_MAX
+        if self.size is not None:
+            # Resampled in float ("F" mode) at full precision; bicubic overshoot is clipped as
+            # the 8-bit path clips it.
+            resized = _resize_and_crop(Image.fromarray(unit), self.size, self.center_crop)
+            unit = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+        grey = torch.from_numpy(unit * 2.0 - 1.0)
+        return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
 
     def __repr__(self) -> str:
         crop = ", center_crop=True" if self.size is not None and self.center_crop else ""
