@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -42,7 +43,9 @@ class VAEAdapter:
     (diffusers' ``DecoderOutput``) or a tuple whose first item is the images.
 
     Latents are used as the VAE returns them, without ``scaling_factor``/``shift_factor``: nearest
-    neighbours and interpolation are defined on the raw latent space.
+    neighbours and interpolation are defined on the raw latent space. An encoder that returns the
+    raw moments (mean and log-variance concatenated: twice the channels the decoder takes) gets a
+    ValueError at the first decode saying how to return a posterior or the mean instead.
 
     The VAE runs in eval mode during each call, and each sub-module's mode is restored afterwards.
     Dropout, batch statistics and training-only latent noise never enter a measurement, and a
@@ -146,9 +149,15 @@ class VAEAdapter:
         """Latents (B, ...) -> images (B, C, H, W); float32 images from a half-precision VAE."""
         dtype = self.dtype
         with eval_mode(self.modules()):
-            out = _run(
-                "decoder", self._decoder, latents.to(dtype) if dtype is not None else latents
-            )
+            try:
+                out = _run(
+                    "decoder", self._decoder, latents.to(dtype) if dtype is not None else latents
+                )
+            except RuntimeError as exc:
+                moments = _moments_error(latents, exc)
+                if moments is not None:
+                    raise moments from exc
+                raise
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = getattr(out, "sample", out)
@@ -221,6 +230,37 @@ _DTYPE_CLASH = (
     "expected both",
     "expected mat1 and mat2",
 )
+
+
+# How torch words an input whose channels a decoder's first layer does not take: convolutions
+# (channels taken, channels got) and linear layers on (B, C) latents (got, taken).
+_CONV_CHANNELS = re.compile(r"to have (\d+) channels, but got (\d+) channels")
+_LINEAR_CHANNELS = re.compile(
+    r"mat1 and mat2 shapes cannot be multiplied \(\d+x(\d+) and (\d+)x\d+\)"
+)
+
+
+def _moments_error(latents: Tensor, exc: RuntimeError) -> ValueError | None:
+    """The error to raise instead of ``exc`` when the decoder failed because the latents have
+    twice the channels it takes (the encoder returned the moments, not a latent), else None."""
+    text = str(exc)
+    conv, linear = _CONV_CHANNELS.search(text), _LINEAR_CHANNELS.search(text)
+    if conv is not None:
+        takes, got = int(conv[1]), int(conv[2])
+    elif linear is not None and latents.ndim == 2:
+        got, takes = int(linear[1]), int(linear[2])
+    else:
+        return None
+    if latents.ndim < 2 or latents.shape[1] != got or got != 2 * takes:
+        return None
+    return ValueError(
+        f"The encoder returned latents with {got} channels but the decoder takes {takes}: "
+        f"{got} = 2 x {takes} looks like the moments of the posterior (mean and log-variance "
+        "concatenated along channels, as a VAE's `encoder` followed by `quant_conv` gives them), "
+        "not a latent. Make the encoder return a posterior, e.g. diffusers' "
+        "`DiagonalGaussianDistribution(moments)` (the metric takes its mean, or samples it with "
+        "sample_posterior=True), or the mean alone: `moments.chunk(2, dim=1)[0]`."
+    )
 
 
 def _half(dtype: torch.dtype | None) -> torch.dtype | None:
