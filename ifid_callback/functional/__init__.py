@@ -27,37 +27,46 @@ from ifid_callback.functional.knn_manifold import (
     precision_recall,
 )
 from ifid_callback.functional.neighbors import nearest_neighbors, pick_neighbor
+from ifid_callback.functional.paired import PairedDifference, paired_difference
 from ifid_callback.functional.reconstruction import (
     ReconstructionSums,
     reconstruction_means,
     reconstruction_sums,
 )
 from ifid_callback.functional.uncertainty import (
+    FIDInfluence,
     FIDWithError,
     frechet_influence,
+    frechet_influence_vectors,
     frechet_jackknife,
+    influence_standard_error,
     recommend_min_delta,
     sample_space_frechet_distance,
 )
 
 __all__ = [
     "ChannelStatistics",
+    "FIDInfluence",
     "FIDWithError",
     "INTERPOLATIONS",
     "KIDResult",
+    "PairedDifference",
     "PrecisionRecall",
     "ReconstructionSums",
     "candidate_mse",
     "channel_statistics",
     "frechet_distance",
     "frechet_influence",
+    "frechet_influence_vectors",
     "frechet_jackknife",
     "gaussian_statistics",
+    "influence_standard_error",
     "interpolate",
     "kernel_inception_distance",
     "kernel_inception_distances",
     "manifold_radii",
     "nearest_neighbors",
+    "paired_difference",
     "pick_neighbor",
     "precision_recall",
     "recommend_min_delta",

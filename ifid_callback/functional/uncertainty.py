@@ -6,7 +6,9 @@ FID; both estimators here say by how much, from the one draw at hand. Row i of e
 from query i, so rows are weighted or deleted together and the estimate covers the pairing.
 
 - :func:`frechet_influence` (infinitesimal jackknife): the delta-method spread from each query's
-  closed-form influence on FID; one eigendecomposition per set, no randomness.
+  closed-form influence on FID; one eigendecomposition per set, no randomness. The influences
+  themselves (:func:`frechet_influence_vectors`) also give the standard error of the difference
+  of two evaluations on the same images (:func:`~ifid_callback.functional.paired.paired_difference`).
 - :func:`frechet_jackknife` (delete-a-group jackknife): G replicate FIDs with one group of
   queries deleted; G Fréchet distances per set.
 
@@ -38,6 +40,19 @@ class FIDWithError(NamedTuple):
 
     value: Tensor
     std_error: Tensor
+
+
+class FIDInfluence(NamedTuple):
+    """A Fréchet distance and each query's influence on it.
+
+    Attributes:
+        value: the FID, a float64 0-d CPU tensor.
+        influence: (N,) float64 CPU tensor, entry i the empirical influence of query i (row i of
+            the real and of the fake set) on the FID, in FID units; the entries sum to zero.
+    """
+
+    value: Tensor
+    influence: Tensor
 
 
 def _centred(gram: Tensor) -> Tensor:
@@ -323,14 +338,58 @@ def _influence_terms(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return value.clamp_min(0.0), influence
 
 
+def influence_standard_error(influence: Tensor) -> Tensor:
+    r"""The infinitesimal-jackknife standard error :math:`\sqrt{\sum_i \mathrm{IF}_i^2} / N`.
+
+    Args:
+        influence: (N,) per-query influences on a statistic (its units), e.g. the
+            ``influence`` of a :class:`FIDInfluence`, or the difference of two such vectors over
+            the same queries.
+
+    Returns:
+        A 0-d tensor of the influences' dtype and device, >= 0, in the statistic's units.
+    """
+    return influence.pow(2).sum().sqrt() / influence.shape[0]
+
+
+def frechet_influence_vectors(real: Tensor, fakes: Mapping[str, Tensor]) -> dict[str, FIDInfluence]:
+    r"""FID of each fake set against the real set, with each query's influence on it.
+
+    :math:`\mathrm{IF}_i` is the derivative of FID when weight moves onto query i's pair (its real
+    row and its row of the fake set, together): ``d/de FID((1 - e) F_N + e delta_i)`` at e = 0.
+    :func:`influence_standard_error` of it is the FID's standard error (:func:`frechet_influence`);
+    the difference of two evaluations' vectors over the same queries gives the standard error of
+    the difference of their FIDs (:func:`~ifid_callback.functional.paired.paired_difference`).
+
+    Args:
+        real: (N, d) features of the real query images, finite, N >= 3.
+        fakes: name -> (N, d) features of a fake set paired row by row with ``real``.
+
+    Returns:
+        name -> :class:`FIDInfluence`: the FID of all N rows and its (N,) influences (row order
+        of ``real``), float64 CPU tensors. The FID equals :func:`frechet_distance` of the rows'
+        statistics to rounding for N <= d + 1 (beyond, where the cross product is
+        rank-deficient, to ~1e-7 relative). Computed on the features' device in
+        O(N^2 d + N^3) per set.
+    """
+    real64, checked = _paired_sets(real, fakes)
+    shift = real64.mean(0)  # a common shift changes nothing and keeps sums well conditioned
+    out = {}
+    for name, fake in zip(fakes, checked):
+        value, influence = _influence_terms(real64 - shift, fake - shift)
+        out[name] = FIDInfluence(value.cpu(), influence.cpu())
+    return out
+
+
 def frechet_influence(real: Tensor, fakes: Mapping[str, Tensor]) -> dict[str, FIDWithError]:
     r"""FID of each fake set against the real set, with an infinitesimal-jackknife standard error.
 
     The standard error is :math:`\sqrt{\sum_i \mathrm{IF}_i^2} / N`, with :math:`\mathrm{IF}_i`
-    the empirical influence of query i on the FID: the derivative of FID when weight moves onto
-    query i's pair (its real row and its row of the fake set, together). It is the delta-method
-    (linearised) spread of FID over independent draws of N queries, in closed form from one
-    eigendecomposition of an (N - 1)-square matrix per fake set, with no random grouping.
+    the empirical influence of query i on the FID (:func:`frechet_influence_vectors`): the
+    derivative of FID when weight moves onto query i's pair (its real row and its row of the fake
+    set, together). It is the delta-method (linearised) spread of FID over independent draws of N
+    queries, in closed form from one eigendecomposition of an (N - 1)-square matrix per fake set,
+    with no random grouping.
 
     Checked against the spread of FID over 1000 independent draws of N = 200 Gaussian queries
     (d = 32 and d = 256): it errs on the large side by 7-22%, like the delete-a-group jackknife
@@ -344,36 +403,41 @@ def frechet_influence(real: Tensor, fakes: Mapping[str, Tensor]) -> dict[str, FI
 
     Returns:
         name -> :class:`FIDWithError`: the FID of all N rows and its standard error, float64 0-d
-        CPU tensors. The FID equals :func:`frechet_distance` of the rows' statistics to rounding
-        for N <= d + 1 (beyond, where the cross product is rank-deficient, to ~1e-7 relative).
-        Computed on the features' device in O(N^2 d + N^3) per set.
+        CPU tensors, as in :func:`frechet_influence_vectors`.
     """
-    real64, checked = _paired_sets(real, fakes)
-    shift = real64.mean(0)  # a common shift changes nothing and keeps sums well conditioned
-    out = {}
-    for name, fake in zip(fakes, checked):
-        value, influence = _influence_terms(real64 - shift, fake - shift)
-        n = influence.shape[0]
-        out[name] = FIDWithError(value.cpu(), (influence.pow(2).sum().sqrt() / n).cpu())
-    return out
+    return {
+        name: FIDWithError(found.value, influence_standard_error(found.influence))
+        for name, found in frechet_influence_vectors(real, fakes).items()
+    }
 
 
 def recommend_min_delta(
-    evaluations: Sequence[tuple[float | Tensor, float | Tensor]], z: float = 2.0
+    evaluations: Sequence[tuple[float | Tensor, float | Tensor]],
+    z: float = 2.0,
+    *,
+    paired: bool = False,
 ) -> float:
-    r"""An early-stopping ``min_delta`` from past evaluations' FIDs and standard errors.
+    r"""An early-stopping ``min_delta`` from past evaluations' standard errors.
 
-    Two evaluations are treated as independent draws, so the standard error of their difference is
-    :math:`\sqrt{2}\,\tilde s`, with :math:`\tilde s` the median standard error of the given
-    evaluations, and the recommendation is ``z`` times that: an improvement smaller than it is
-    within the sampling noise (``z = 2``: a false improvement about 5% of the time under Gaussian
-    noise; ``min_delta = 2 sqrt(2) median(se) ~ 2.83 median(se)``). Evaluations on the same query
-    images are positively correlated, which makes this conservative.
+    Two rules, both ``z`` times the median standard error :math:`\tilde s` of a difference of
+    two evaluations; an improvement smaller than the result is within the sampling noise
+    (``z = 2``: a false improvement about 5% of the time under Gaussian noise).
+
+    - ``paired=False`` (default, independent rule): ``evaluations`` are single evaluations
+      (``(value, std_error)``, e.g. each :class:`FIDWithError`), treated as independent draws,
+      so a difference has standard error :math:`\sqrt{2}\,\tilde s` and ``min_delta =
+      2 sqrt(2) median(se) ~ 2.83 median(se)``. Evaluations on the same query images are
+      positively correlated, which makes this conservative, often by a factor of several.
+    - ``paired=True`` (paired rule): ``evaluations`` are paired differences of evaluations on
+      the same query images (``(difference, std_error)``, e.g. each
+      :class:`~ifid_callback.functional.paired.PairedDifference`), whose standard errors
+      already hold the correlation; ``min_delta = z median(se)``, with no factor sqrt(2).
 
     Args:
-        evaluations: one ``(value, std_error)`` pair per evaluation (e.g. the
-            :class:`FIDWithError` of each), in FID units; finite, standard errors >= 0.
+        evaluations: one ``(value, std_error)`` pair per evaluation, or per paired difference
+            with ``paired=True``, in FID units; finite, standard errors >= 0.
         z: how many standard errors of a difference count as noise, > 0.
+        paired: whether ``evaluations`` are paired differences (see above).
 
     Returns:
         The recommended ``min_delta`` in FID units (>= 0).
@@ -390,4 +454,8 @@ def recommend_min_delta(
         )
     if isinstance(z, bool) or not (isinstance(z, (int, float)) and math.isfinite(z) and z > 0):
         raise ValueError(f"z must be a positive number, got {z!r}.")
-    return float(z * math.sqrt(2.0) * table[:, 1].quantile(0.5))
+    if not isinstance(paired, bool):
+        raise ValueError(f"paired must be True or False, got {paired!r}.")
+    # A paired difference's standard error is already that of a difference.
+    spread = 1.0 if paired else math.sqrt(2.0)
+    return float(z * spread * table[:, 1].quantile(0.5))
