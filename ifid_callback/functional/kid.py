@@ -1,4 +1,5 @@
-"""Kernel Inception Distance from held features: torchmetrics' unbiased polynomial-kernel MMD."""
+"""Kernel Inception Distance from held features: the unbiased polynomial-kernel MMD, for
+independent sets (as torchmetrics computes it) or for sets paired row by row."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel, poly_mmd
+from torchmetrics.image.kid import maximum_mean_discrepancy, poly_kernel
 
 from ifid_callback.functional.feature_rows import check_feature_rows
 
@@ -36,8 +37,17 @@ def _resolve(
     degree: int,
     gamma: float | None,
     coef: float,
+    paired: bool,
 ) -> int:
     """Validate the KID arguments; return the subset size to use."""
+    if not isinstance(paired, bool):
+        raise ValueError(f"`paired` must be True or False, got {paired!r}.")
+    if paired and real.shape[0] != fake.shape[0]:
+        raise ValueError(
+            f"paired=True needs row i of both sets from the same image, but real has "
+            f"{real.shape[0]} rows and fake {fake.shape[0]}; pass paired=False for independent "
+            "sets."
+        )
     _positive_int("subsets", subsets)
     _positive_int("degree", degree)
     limit = min(real.shape[0], fake.shape[0])
@@ -56,6 +66,36 @@ def _resolve(
     return subset_size
 
 
+def _paired_mmd(k_xx: Tensor, k_xy: Tensor, k_yy: Tensor) -> Tensor:
+    r"""Unbiased MMD^2 of (m, m) kernel blocks of two sets paired row by row.
+
+    Every term is a U-statistic over pairs of different rows, the cross term included:
+    :math:`\frac{1}{m(m-1)} \sum_{i \ne j} [k(x_i, x_j) + k(y_i, y_j) - 2 k(x_i, y_j)]`. The
+    matched pairs :math:`k(x_i, y_i)` are left out: x_i and y_i come from the same image, so
+    their kernel is not an independent draw and would bias the estimate (low, for a fake set
+    close to its real images).
+    """
+    m = k_xx.shape[0]
+    total = k_xx + k_yy - k_xy - k_xy.T
+    return (total.sum() - total.diagonal().sum()) / (m * (m - 1))
+
+
+def _subset_rows(
+    n_real: int, n_fake: int, size: int, paired: bool, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """One subset's rows of the real and of the fake set (CPU int64).
+
+    Independent sets: one ``randperm`` of each set, real first (torchmetrics' draws). Paired
+    sets: one ``randperm`` for both, so each image's real and fake rows stay in the subset
+    together.
+    """
+    rows_real = torch.randperm(n_real, generator=generator, device=generator.device)[:size]
+    if paired:
+        return rows_real.cpu(), rows_real.cpu()
+    rows_fake = torch.randperm(n_fake, generator=generator, device=generator.device)[:size]
+    return rows_real.cpu(), rows_fake.cpu()
+
+
 def kernel_inception_distance(
     real: Tensor,
     fake: Tensor,
@@ -65,22 +105,33 @@ def kernel_inception_distance(
     gamma: float | None = None,
     coef: float = 1.0,
     generator: torch.Generator | None = None,
+    paired: bool = False,
 ) -> KIDResult:
-    r"""KID between two feature sets, as torchmetrics' ``KernelInceptionDistance`` computes it.
+    r"""KID between two feature sets: the unbiased polynomial-kernel MMD^2 over random subsets.
 
     For each of ``subsets`` subsets, ``subset_size`` rows of ``real`` and of ``fake`` are drawn
-    without replacement (one ``randperm`` of each set, in that order, from ``generator``), and the
-    unbiased MMD^2 estimate with the kernel :math:`k(x, y) = (\gamma x^\top y + c)^{p}` is taken
-    (torchmetrics' ``poly_mmd``). With the same seed in ``generator`` as in torch's global
-    generator, the numbers equal torchmetrics' on the same features (computed here in float64).
+    without replacement from ``generator``, and the unbiased MMD^2 estimate with the kernel
+    :math:`k(x, y) = (\gamma x^\top y + c)^{p}` is taken.
 
-    KID is unbiased at any N, unlike FID. ``std`` is the spread of the subset estimates
-    (torchmetrics' ``kid_std``), not a standard error; it is 0 when ``subset_size`` is N, where
-    every subset holds all rows.
+    ``paired=False`` (default): the sets are independent draws, as real images and generated
+    samples are. This is torchmetrics' ``KernelInceptionDistance`` (``poly_mmd``; one
+    ``randperm`` of each set per subset, in that order): with the same seed in ``generator`` as
+    in torch's global generator, the numbers equal torchmetrics' on the same features (computed
+    here in float64).
+
+    ``paired=True``: row i of ``fake`` is made from row i of ``real`` (its reconstruction or
+    interpolant), as in rKID and iKID. The independent-set estimator then counts each matched
+    pair in its cross term and is biased low, by up to several times KID itself at small N
+    (it can go negative). Paired, each subset takes the same rows of both sets and the cross
+    term leaves the matched pairs out (a U-statistic over i != j), which is unbiased at any N
+    for paired and for independent sets of equal size alike; the sets need equal row counts.
+
+    ``std`` is the spread of the subset estimates (torchmetrics' ``kid_std``), not a standard
+    error; it is 0 when ``subset_size`` is N, where every subset holds all rows.
 
     Args:
         real: (N, d) features of real images, finite.
-        fake: (M, d) features of generated images, finite.
+        fake: (M, d) features of generated images, finite; M = N when ``paired``.
         subsets: number of subsets, >= 1.
         subset_size: rows per subset, 2 <= subset_size <= min(N, M); None takes
             ``min(1000, N, M)`` (torchmetrics' 1000, or all rows of a smaller set).
@@ -88,25 +139,19 @@ def kernel_inception_distance(
         gamma: kernel scale; None gives 1 / d.
         coef: kernel offset c, > 0.
         generator: random source of the subsets (CPU); None uses a fixed seed of 0.
+        paired: whether row i of ``fake`` comes from the same image as row i of ``real``.
 
     Returns:
         :class:`KIDResult` ``(mean, std)``, float64 0-d tensors on the features' device, in the
         units of squared feature distances (often reported x 1000).
     """
+    # Checked here so that errors name the arguments of this function.
     real = check_feature_rows("real", real)
     fake = check_feature_rows("fake", fake, real.shape[1])
-    subset_size = _resolve(real, fake, subsets, subset_size, degree, gamma, coef)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    real64, fake64 = real.detach().to(torch.float64), fake.detach().to(torch.float64)
-    scores = torch.empty(subsets, dtype=torch.float64, device=real.device)
-    for s in range(subsets):
-        perm_real = torch.randperm(real.shape[0], generator=generator, device=generator.device)
-        perm_fake = torch.randperm(fake.shape[0], generator=generator, device=generator.device)
-        f_real = real64[perm_real[:subset_size].to(real.device)]
-        f_fake = fake64[perm_fake[:subset_size].to(fake.device)]
-        scores[s] = poly_mmd(f_real, f_fake, degree, gamma, float(coef))
-    return KIDResult(scores.mean(), scores.std(unbiased=False))
+    found = kernel_inception_distances(
+        real, {"fake": fake}, subsets, subset_size, degree, gamma, coef, generator, paired
+    )
+    return found["fake"]
 
 
 def kernel_inception_distances(
@@ -118,6 +163,7 @@ def kernel_inception_distances(
     gamma: float | None = None,
     coef: float = 1.0,
     generator: torch.Generator | None = None,
+    paired: bool = False,
 ) -> dict[str, KIDResult]:
     """KID of each fake set against one real set, every set drawn with the same subsets.
 
@@ -126,7 +172,8 @@ def kernel_inception_distances(
     compare the same real rows and their difference carries no extra noise from the draws; the
     real-real kernel of each subset is computed once for all fake sets (when they have equal row
     counts). Arguments as in :func:`kernel_inception_distance`; ``fakes`` maps a name (e.g.
-    ``"ikid"``, ``"rkid"``) to (M, d) features.
+    ``"ikid"``, ``"rkid"``) to (M, d) features. Interpolants and reconstructions are paired with
+    the real rows: pass ``paired=True`` (every set then needs the real set's N rows).
 
     Returns:
         name -> :class:`KIDResult`, equal to separate :func:`kernel_inception_distance` calls
@@ -143,7 +190,7 @@ def kernel_inception_distances(
         for name, fake in fakes.items():
             generator.set_state(start)
             out[name] = kernel_inception_distance(
-                real, fake, subsets, subset_size, degree, gamma, coef, generator
+                real, fake, subsets, subset_size, degree, gamma, coef, generator, paired
             )
         return out
     real = check_feature_rows("real", real)
@@ -152,22 +199,22 @@ def kernel_inception_distances(
     }
     first = next(iter(checked.values()))
     # Validates every argument and fixes the subset size, without using the generator.
-    subset_size = _resolve(real, first, subsets, subset_size, degree, gamma, coef)
+    subset_size = _resolve(real, first, subsets, subset_size, degree, gamma, coef, paired)
     real64 = real.detach().to(torch.float64)
     fake64 = {name: f.detach().to(torch.float64) for name, f in checked.items()}
     scores = torch.empty(len(fake64), subsets, dtype=torch.float64, device=real.device)
+    mmd = _paired_mmd if paired else maximum_mean_discrepancy
     for s in range(subsets):
-        perm_real = torch.randperm(real.shape[0], generator=generator, device=generator.device)
-        perm_fake = torch.randperm(first.shape[0], generator=generator, device=generator.device)
-        rows_real = perm_real[:subset_size].to(real.device)
-        rows_fake = perm_fake[:subset_size].to(real.device)
-        f_real = real64[rows_real]
+        rows_real, rows_fake = _subset_rows(
+            real.shape[0], first.shape[0], subset_size, paired, generator
+        )
+        f_real = real64[rows_real.to(real.device)]
         k_11 = poly_kernel(f_real, f_real, degree, gamma, float(coef))
         for j, fake in enumerate(fake64.values()):
             f_fake = fake[rows_fake.to(fake.device)].to(real.device)
             k_22 = poly_kernel(f_fake, f_fake, degree, gamma, float(coef))
             k_12 = poly_kernel(f_real, f_fake, degree, gamma, float(coef))
-            scores[j, s] = maximum_mean_discrepancy(k_11, k_12, k_22)
+            scores[j, s] = mmd(k_11, k_12, k_22)
     return {
         name: KIDResult(scores[j].mean(), scores[j].std(unbiased=False))
         for j, name in enumerate(fake64)
