@@ -1,4 +1,4 @@
-"""Latent interpolation: linear, spherical (slerp) and spatial mask mixing."""
+"""Latent interpolation: linear, spherical (slerp) and spatial mask mixing (ours and the authors')."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-InterpolationMethod = Literal["linear", "slerp", "mask"]
-INTERPOLATIONS: tuple[str, ...] = ("linear", "slerp", "mask")
+InterpolationMethod = Literal["linear", "slerp", "mask", "mask_top_half"]
+INTERPOLATIONS: tuple[str, ...] = ("linear", "slerp", "mask", "mask_top_half")
 
 # Below this sin(theta) the two directions are (anti)parallel and slerp's weights are 0/0.
 _SLERP_EPS = 1e-6
@@ -34,8 +34,15 @@ def interpolate(
             falls back to linear where ``sin(theta) < 1e-6`` (parallel or opposite vectors).
             ``"mask"`` takes ``round(alpha * P)`` of the P spatial positions from the neighbour
             (all channels of a position together; for (B, D) latents each entry is a position),
-            chosen at random per sample with ``generator``.
-        alpha: interpolation weight in [0, 1]; 0 returns ``z``, 1 returns ``z_nn``.
+            chosen at random per sample with ``generator``. ``"mask_top_half"`` is the mask of the
+            authors' code: the top half of the rows from the neighbour, the rest from ``z``, the
+            same for every sample and ``alpha`` ignored. Rows are the height H of (B, C, H, W)
+            latents (rows ``0 .. H//2 - 1``, all channels and columns; an odd H gives the
+            neighbour the smaller half), the tokens L of (B, L, D) sequences (tokens
+            ``0 .. L//2 - 1``, all features), as there; (B, D) vectors take entries
+            ``0 .. D//2 - 1`` by the same rule (the authors' code has no (B, D) case).
+        alpha: interpolation weight in [0, 1]; 0 returns ``z``, 1 returns ``z_nn``
+            (``"mask_top_half"`` checks it and ignores it).
         generator: random source for ``"mask"`` (unused by the other methods): one generator
             for the batch, or a sequence of B generators, one per sample, so that a sample's mask
             depends only on its own generator (not on the batch it is in).
@@ -63,6 +70,8 @@ def interpolate(
         return torch.lerp(z, z_nn, alpha)
     if method == "slerp":
         return _slerp(z, z_nn, alpha)
+    if method == "mask_top_half":
+        return _top_half_mix(z, z_nn)
     return _mask_mix(z, z_nn, alpha, generator)
 
 
@@ -109,3 +118,17 @@ def _mask_mix(
     else:
         mask = mask.reshape(z.shape)
     return torch.where(mask, z_nn, z)
+
+
+def _top_half_mix(z: Tensor, z_nn: Tensor) -> Tensor:
+    if z.ndim > 4:
+        raise ValueError(
+            f"mask_top_half takes (B, C, H, W), (B, L, D) or (B, D) latents, got "
+            f"{tuple(z.shape)}; use interpolation='mask' for latents with more dimensions."
+        )
+    # The authors' rule: along the height of image latents, else along the first dimension.
+    dim = 2 if z.ndim == 4 else 1
+    rows = torch.arange(z.shape[dim], device=z.device) < z.shape[dim] // 2
+    shape = [1] * z.ndim
+    shape[dim] = z.shape[dim]
+    return torch.where(rows.reshape(shape), z_nn, z)
