@@ -60,6 +60,19 @@ class Evaluator:
         finally:
             self.metric.vae = own
 
+    def check_vae(self, device: torch.device) -> tuple[int, ...]:
+        """One encode/decode round trip of an evaluation image with the metric's own VAE on
+        ``device``, in eval mode, the hooks silent and the global random state untouched (what
+        the VAE makes of the evaluation images, checked when the monitor is built)."""
+        vae = self.metric.vae
+        cuda = [device] if device.type == "cuda" else []
+        with eval_mode(vae.modules(), self.quiet), torch.no_grad():
+            with torch.random.fork_rng(devices=cuda):
+                gen = torch.Generator(device=device).manual_seed(0)
+                return self.eval_set.check_vae(
+                    lambda x: vae.encode(x, generator=gen), vae.decode, device, vae.modules()
+                )
+
     def run(
         self, adapter: VAEAdapter | None, rank: int, world: int, device: torch.device
     ) -> dict[str, float]:

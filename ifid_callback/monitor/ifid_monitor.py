@@ -1,42 +1,70 @@
 """IFIDMonitor: iFID/rFID during VAE training, assembled from the parts in this package.
 
-The parts, one job each: :mod:`.collect` fills the latent bank from training steps,
-:mod:`.schedule` decides when to refresh the index and evaluate, :mod:`.eval_set` holds the fixed
-evaluation images, :mod:`.weights` says which weights an evaluation measures (training, EMA,
-averaged), :mod:`.evaluation` runs one evaluation, :mod:`.grid_columns` makes the grid's images.
+The parts, one job each: :mod:`.collect` fills the latent bank from training steps
+(:mod:`.subsample` re-encodes part of a batch for it), :mod:`.schedule` decides when to refresh
+the index and evaluate, :mod:`.index_keeper` rebuilds the index when it does not fit,
+:mod:`.eval_set` holds the fixed evaluation images, :mod:`.weights` says which weights an
+evaluation measures (training, EMA, averaged), :mod:`.placement` keeps the metric on the VAE's
+device, :mod:`.evaluation` runs one evaluation, :mod:`.results` keeps the results,
+:mod:`.persistence` checkpoints them all, :mod:`.metric_setup` builds the metric,
+:mod:`.grid_columns` makes the grid's images.
+
+Latents reach the bank in one of three ways (``latent_source``):
+
+* ``"outputs"``: what the training step already computed, passed as ``observe(latents=...)``
+  or read from ``observe(outputs=...)[outputs_key]`` (a dict or an object attribute), or from
+  the model's forward output once :meth:`IFIDMonitor.attach` hooked the model. Free.
+* ``"hook"``: a forward hook on ``encoder_module`` (default: found from the VAE, see
+  :func:`~ifid_callback.diffusers_vae.latent_hook_point`) collects its output during
+  training forwards; ``hook_transform`` maps the output to latents. Free.
+* ``"encode"``: a fraction ``encode_fraction`` of each training batch
+  (``observe(images=...)``, or captured by :meth:`IFIDMonitor.attach`) is re-encoded under no_grad with
+  the VAE in eval mode. Costs one partial encoder pass per step.
+
+Staleness: the bank holds the latents of the last ``bank_capacity`` training images, computed
+by the encoder as it was then. ``exact_bank=True`` also keeps those images and re-encodes them
+with the evaluated weights at each index refresh (memory: one image per bank row).
+
+Averaged weights (EMA, SWA): ``eval_vae`` names the weights the results measure (e.g. an
+``ema_pytorch.EMA`` or ``torch.optim.swa_utils.AveragedModel`` of the VAE); ``extra_vaes``
+adds more weights to the same evaluation under suffixed keys (``{"ema": ema}`` gives
+``ifid_ema``, ``rfid_ema``, ...), sharing the cached real statistics and the feature network.
+The bank keeps the training step's latents either way, so an averaged encoder's queries are
+matched against neighbours encoded by the training encoder of the last ``bank_capacity``
+images; ``exact_bank=True`` re-encodes those images with each evaluated encoder instead.
+
+Distributed (torch.distributed initialised): each rank keeps its own bank; at refresh the
+banks are gathered (a collective: every rank must call :meth:`IFIDMonitor.refresh_index`,
+:meth:`IFIDMonitor.evaluate` and :meth:`IFIDMonitor.maybe_evaluate` at the same steps); an
+evaluation gives each rank every ``world_size``-th evaluation image and the metric states are
+summed across ranks, so every rank returns the same numbers.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ifid_callback.bank import LatentBank
-from ifid_callback.distributed import all_reduce_int, world_and_rank
+from ifid_callback.distributed import world_and_rank
 from ifid_callback.grid import COLUMN_TITLES, image_grid
-from ifid_callback.metric import InterpolatedFID
 from ifid_callback.monitor.collect import LATENT_SOURCES, LatentCollector
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.evaluation import Evaluator
 from ifid_callback.monitor.grid_columns import grid_columns
+from ifid_callback.monitor.index_keeper import IndexKeeper
+from ifid_callback.monitor.metric_setup import build_metric, check_extra_vaes, check_metric_options
+from ifid_callback.monitor.persistence import load_monitor_state, monitor_state
+from ifid_callback.monitor.placement import Placement
+from ifid_callback.monitor.results import BOOKKEEPING_KEYS, ResultHistory
 from ifid_callback.monitor.schedule import Schedule, is_int
-from ifid_callback.monitor.weights import WeightsSource, eval_mode
-from ifid_callback.randomness import keyed_generators
+from ifid_callback.monitor.subsample import SubsampleEncoder
+from ifid_callback.monitor.weights import WeightsSource, weights_by_suffix
 from ifid_callback.vae import VAEAdapter
 
 __all__ = ["BOOKKEEPING_KEYS", "LATENT_SOURCES", "IFIDMonitor"]
-
-_STATE_FORMAT = 1
-#: Entries of an evaluation's result that describe it rather than measure the VAE.
-BOOKKEEPING_KEYS = ("step", "bank_size", "num_eval_images")
-
-
-# The metric's extras a monitor passes through (``metric_options``).
-METRIC_OPTIONS = ("uncertainty", "reconstruction_metrics", "kid", "precision_recall", "lpips")
 
 
 class IFIDMonitor:
@@ -51,35 +79,8 @@ class IFIDMonitor:
     :meth:`state_dict`). Framework adapters (``ifid_callback.integrations``) only translate hooks,
     logging and checkpointing to the calls below.
 
-    Latents reach the bank in one of three ways (``latent_source``):
-
-    * ``"outputs"``: what the training step already computed, passed as ``observe(latents=...)``
-      or read from ``observe(outputs=...)[outputs_key]`` (a dict or an object attribute), or from
-      the model's forward output once :meth:`attach` hooked the model. Free.
-    * ``"hook"``: a forward hook on ``encoder_module`` (default: found from the VAE, see
-      :func:`~ifid_callback.diffusers_vae.latent_hook_point`) collects its output during
-      training forwards; ``hook_transform`` maps the output to latents. Free.
-    * ``"encode"``: a fraction ``encode_fraction`` of each training batch
-      (``observe(images=...)``, or captured by :meth:`attach`) is re-encoded under no_grad with
-      the VAE in eval mode. Costs one partial encoder pass per step.
-
-    Staleness: the bank holds the latents of the last ``bank_capacity`` training images, computed
-    by the encoder as it was then. ``exact_bank=True`` also keeps those images and re-encodes them
-    with the evaluated weights at each index refresh (memory: one image per bank row).
-
-    Averaged weights (EMA, SWA): ``eval_vae`` names the weights the results measure (e.g. an
-    ``ema_pytorch.EMA`` or ``torch.optim.swa_utils.AveragedModel`` of the VAE); ``extra_vaes``
-    adds more weights to the same evaluation under suffixed keys (``{"ema": ema}`` gives
-    ``ifid_ema``, ``rfid_ema``, ...), sharing the cached real statistics and the feature network.
-    The bank keeps the training step's latents either way, so an averaged encoder's queries are
-    matched against neighbours encoded by the training encoder of the last ``bank_capacity``
-    images; ``exact_bank=True`` re-encodes those images with each evaluated encoder instead.
-
-    Distributed (torch.distributed initialised): each rank keeps its own bank; at refresh the
-    banks are gathered (a collective: every rank must call :meth:`refresh_index`,
-    :meth:`evaluate` and :meth:`maybe_evaluate` at the same steps); an evaluation gives each rank
-    every ``world_size``-th evaluation image and the metric states are summed across ranks, so
-    every rank returns the same numbers.
+    How latents reach the bank (``latent_source``), how stale it may be, averaged weights and
+    distributed runs: see the module documentation (``help(ifid_callback.monitor.ifid_monitor)``).
 
     Args:
         vae: object with ``encode``/``decode`` (e.g. ``diffusers.AutoencoderKL``,
@@ -106,7 +107,7 @@ class IFIDMonitor:
         eval_every_n_steps: :meth:`maybe_evaluate` evaluates when this many steps passed since the
             last evaluation. None: only on request (framework adapters evaluate at each of their
             validation/evaluation phases).
-        latent_source: ``"outputs"``, ``"hook"`` or ``"encode"`` (see above).
+        latent_source: ``"outputs"``, ``"hook"`` or ``"encode"`` (see the module documentation).
         outputs_key: key (or attribute) of the training step's outputs that holds the latents.
         encoder_module: module hooked for ``latent_source="hook"``.
         hook_transform: maps the hooked module's output to latents (default: the output itself,
@@ -200,49 +201,21 @@ class IFIDMonitor:
             device=pinned,
             vae=vae,
         )
-        metric_options = dict(metric_options or {})
-        unknown = set(metric_options) - set(METRIC_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"metric_options takes {list(METRIC_OPTIONS)}, got {sorted(unknown)}; the other "
-                "metric settings are the monitor's own arguments."
-            )
-        extra_vaes = dict(extra_vaes or {})
-        for name in extra_vaes:
-            if not isinstance(name, str) or not name.isidentifier():
-                raise ValueError(
-                    f"extra_vaes names become key suffixes (ifid_<name>): use identifiers such "
-                    f"as 'ema' or 'raw', got {name!r}."
-                )
-        # Half-precision VAEs: the metric's VAEAdapter casts images in and latents/decodes out.
-        self.metric = InterpolatedFID(
-            encoder=encoder,
-            decoder=decoder,
-            vae=vae,
-            feature=feature,
-            interpolation=interpolation,
-            alpha=alpha,
-            k=k,
-            pick=pick,
-            bank=None,
-            index=index,
-            distance=distance,
-            compute_rfid=True,
-            input_range=input_range,
-            sample_posterior=sample_posterior,
-            search_norm=search_norm,
-            reset_real_features=False,
-            seed=seed,
-            auto_refresh_index=False,
-            **metric_options,
-        )
+        metric_options = check_metric_options(metric_options)
+        extra_vaes = check_extra_vaes(extra_vaes)
+        settings = dict(feature=feature, interpolation=interpolation, alpha=alpha, k=k, pick=pick)
+        settings.update(index=index, distance=distance, input_range=input_range, seed=seed)
+        settings.update(sample_posterior=sample_posterior, search_norm=search_norm)
+        self.metric = build_metric(vae, encoder, decoder, settings, metric_options)
         self.metric.bank = self.collector.bank
         self.vae = vae
         self.input_range = self.metric.input_range
         self.seed = int(seed)
         self.eval_batch_size = eval_batch_size
         self.grid_rows = grid_rows
-        self.device = torch.device(device) if device is not None else None
+        self.placement = Placement(
+            self.metric, self.collector, torch.device(device) if device is not None else None
+        )
         self.eval_set = EvalImages(
             eval_images,
             num_eval_images,
@@ -253,19 +226,15 @@ class IFIDMonitor:
             num_features=self.metric.num_features,
         )
         self.evaluator = Evaluator(self.metric, self.eval_set, self.collector.quiet)
-        self.weights: dict[str, WeightsSource | None] = {
-            "": WeightsSource(eval_vae, sample_posterior) if eval_vae is not None else None
-        }
-        for name, source in extra_vaes.items():
-            self.weights[f"_{name}"] = WeightsSource(source, sample_posterior)
-        self.history: list[dict[str, float]] = []
-        self._index_rows = 0
-        self._index_world = 1
-        self._index_ready = False
-        self._index_encoder: VAEAdapter | None = None  # whose encodes fill an exact bank
+        self.weights = weights_by_suffix(eval_vae, extra_vaes, sample_posterior)
+        self.results = ResultHistory()
+        self.index = IndexKeeper(
+            self.evaluator, self.placement, self.schedule, self.seed, eval_batch_size
+        )
+        self._subsample = SubsampleEncoder(self.collector, self.evaluator, self.schedule, self.seed)
         # What the VAE makes of the evaluation images, checked now rather than at the first
         # evaluation (thousands of steps later).
-        self._check_eval_images_fit_vae()
+        self.evaluator.check_vae(self.placement.vae_device())
 
     # ------------------------------------------------------------------ read-only views
     bank = property(lambda self: self.collector.bank, doc="The :class:`LatentBank` of latents.")
@@ -291,37 +260,25 @@ class IFIDMonitor:
     def step(self, value: int) -> None:
         self.schedule.step = int(value)
 
-    # ------------------------------------------------------------------ set-up checks
-    def _check_eval_images_fit_vae(self) -> tuple[int, ...]:
-        """One encode/decode round trip of an evaluation image, with the VAE in eval mode, the
-        hooks silent and the global random state untouched."""
-        device = self._vae_device()
-        vae = self.metric.vae
-        cuda = [device] if device.type == "cuda" else []
-        with eval_mode(vae.modules(), self.collector.quiet), torch.no_grad():
-            with torch.random.fork_rng(devices=cuda):
-                gen = torch.Generator(device=device).manual_seed(0)
-                return self.eval_set.check_vae(
-                    lambda x: vae.encode(x, generator=gen), vae.decode, device, vae.modules()
-                )
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Every evaluation's results, oldest first (the list itself; see :meth:`evaluate`)."""
+        return self.results.entries
+
+    @property
+    def device(self) -> torch.device | None:
+        """The device given to the constructor or :meth:`to`; None follows the VAE."""
+        return self.placement.device
+
+    @device.setter
+    def device(self, value: torch.device | str | None) -> None:
+        self.placement.device = torch.device(value) if value is not None else None
 
     # ------------------------------------------------------------------ placement
-    def _vae_device(self) -> torch.device:
-        return self.device or self.metric.vae.device() or torch.device("cpu")
-
-    def _place(self) -> torch.device:
-        """Follow the VAE's device: move the metric (and the bank, unless pinned) there."""
-        device = self._vae_device()
-        if self.metric.device != device:
-            self.metric.to(device)
-        self.collector.follow(device)
-        self.metric.bank = self.collector.bank
-        return device
-
     def to(self, device: torch.device | str) -> IFIDMonitor:
         """Run the metric (and keep the bank, unless ``bank_device`` was given) on ``device``."""
-        self.device = torch.device(device)
-        self._place()
+        self.placement.device = torch.device(device)
+        self.placement.place()
         return self
 
     # ------------------------------------------------------------------ training steps
@@ -372,7 +329,7 @@ class IFIDMonitor:
             latents,
             images,
             outputs,
-            self._encode_subsample,
+            self._subsample,
             self.eval_set.check_training_latents,
         )
         self.collector.insert(latents, images)
@@ -382,21 +339,6 @@ class IFIDMonitor:
             self.refresh_index()
         return int(latents.shape[0])
 
-    def _encode_subsample(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        # Keyed by (seed, observe() call, rank): the counter is checkpointed, so a resumed run
-        # picks and samples exactly as an uninterrupted one.
-        _, rank = world_and_rank()
-        key = self.steps_observed * 65536 + rank
-        (generator,) = keyed_generators(self.seed, [key], "subsample")
-        batch = images.shape[0]
-        n = self.collector.subsample_size(batch)
-        if n < batch:
-            pick = torch.randperm(batch, generator=generator)[:n].sort().values
-            images = images[pick.to(images.device)]
-        with self.evaluator.using(None) as vae:
-            latents = vae.encode(images, generator=generator)
-        return latents, images
-
     # ------------------------------------------------------------------ index
     def refresh_index(self) -> int:
         """Rebuild the neighbour index from the bank (of all ranks); returns its number of rows.
@@ -404,63 +346,13 @@ class IFIDMonitor:
         With ``exact_bank`` the bank's source images are re-encoded with the evaluated weights
         (``eval_vae``, default the training VAE) first. Collective under torch.distributed.
         """
-        return self._refresh_index(self._adapter(""))
-
-    def _refresh_index(self, adapter: VAEAdapter | None) -> int:
-        world, _ = world_and_rank()
-        bank = self.collector.bank
-        local = len(bank)
-        smallest = all_reduce_int(local, "min") if world > 1 else local
-        if smallest == 0:
-            where = "" if world == 1 else " on at least one rank"
-            raise ValueError(
-                f"The latent bank is empty{where}: iFID needs training latents to find neighbours "
-                "in. Call observe() on training steps before the first evaluation (with Lightning "
-                "the callback does it on every training batch), or evaluate later."
-            )
-        if bank.latent_shape is not None:
-            self.eval_set.check_training_latents(tuple(bank.latent_shape))
-        device = self._place()
-        if self.collector.sources is not None:
-            with self.evaluator.using(adapter) as vae:
-
-                def encode(chunk: Tensor, ids: Tensor) -> Tensor:
-                    # A row's posterior sample depends on its id only (not on when it is
-                    # re-encoded).
-                    gens = (
-                        keyed_generators(self.seed, ids, "reference")
-                        if vae.sample_posterior
-                        else None
-                    )
-                    return vae.encode(chunk, generator=gens)
-
-                self.collector.refill(encode, self.eval_batch_size, device)
-            self.metric.bank = self.collector.bank
-            self._index_encoder = adapter
-        # The metric gathers the banks of all ranks (rows restored from one checkpoint on every
-        # rank count once) and keeps no copy of the bank beside a compressed index.
-        self.metric.bank = self.collector.bank
-        rows = self.metric.refresh_index()
-        self.schedule.last_refresh_step = self.step
-        self._index_rows = int(rows)
-        self._index_world = world
-        self._index_ready = True
-        return self._index_rows
+        return self.index.refresh(self._adapter(""))
 
     def _adapter(self, suffix: str) -> VAEAdapter | None:
         source = self.weights[suffix]
         adapter = source.adapter() if source is not None else None
-        self._check_device(adapter, "eval_vae" if not suffix else f"extra_vaes[{suffix[1:]!r}]")
+        self.placement.check(adapter, "eval_vae" if not suffix else f"extra_vaes[{suffix[1:]!r}]")
         return adapter
-
-    def _check_device(self, adapter: VAEAdapter | None, name: str) -> None:
-        there, here = (adapter.device() if adapter else None), self._vae_device()
-        if there is not None and there != here:
-            raise ValueError(
-                f"The weights of {name} are on {there} but the monitor evaluates on {here} (the "
-                "training VAE's device): keep the averaged copy on the training device "
-                "(AveragedModel(model) without device=, ema_pytorch.EMA's default)."
-            )
 
     # ------------------------------------------------------------------ evaluation
     def due(self, step: int | None = None) -> bool:
@@ -504,26 +396,15 @@ class IFIDMonitor:
         if step is not None:
             self.step = int(step)
         world, rank = world_and_rank()
-        result: dict[str, float] = {}
+        values: dict[str, float] = {}
         for n, (suffix, adapter) in enumerate(adapters.items()):
-            stale = n == 0 and (
-                self.refresh_every_n_steps is None
-                or not self._index_ready
-                or self._index_world != world
-            )
-            if stale or (self.exact_bank and self._index_encoder is not adapter):
-                self._refresh_index(adapter)
-            device = self._place()
-            values = self.evaluator.run(adapter, rank, world, device)
-            result.update({f"{key}{suffix}": value for key, value in values.items()})
-        result.update(
-            step=int(self.step),
-            bank_size=int(self._index_rows),
-            num_eval_images=int(self.num_eval_images),
-        )
-        self.history.append(result)
+            self.index.prepare_evaluation(adapter, first=n == 0, world=world)
+            found = self.evaluator.run(adapter, rank, world, self.placement.place())
+            values.update({f"{key}{suffix}": value for key, value in found.items()})
+        rows, images = self.index.rows, self.num_eval_images
+        result = self.results.record(values, step=self.step, bank_size=rows, num_eval_images=images)
         self.schedule.last_eval_step = int(self.step)
-        return dict(result)
+        return result
 
     def measure(self, vae: Any = None) -> dict[str, float]:
         """The metric's numbers for one set of weights as they are now, without recording an
@@ -538,22 +419,14 @@ class IFIDMonitor:
         world, rank = world_and_rank()
         source = WeightsSource(vae, self.metric.vae.sample_posterior) if vae is not None else None
         adapter = source.adapter() if source is not None else None
-        self._check_device(adapter, "the weights given to measure()")
-        # The index as evaluate() would search it; an exact bank is re-encoded every time (the
-        # same VAE object may hold other weights than at the last refresh).
-        if (
-            self.refresh_every_n_steps is None
-            or self.exact_bank
-            or not self._index_ready
-            or self._index_world != world
-        ):
-            self._refresh_index(adapter)
-        return self.evaluator.run(adapter, rank, world, self._place())
+        self.placement.check(adapter, "the weights given to measure()")
+        self.index.prepare_measure(adapter, world)
+        return self.evaluator.run(adapter, rank, world, self.placement.place())
 
     @property
     def last_result(self) -> dict[str, float] | None:
         """The metrics of the latest evaluation, or None before the first."""
-        return dict(self.history[-1]) if self.history else None
+        return self.results.last
 
     # ------------------------------------------------------------------ looking at it
     def render_grid(self, num_rows: int | None = None, labels: bool = True) -> Tensor:
@@ -571,9 +444,8 @@ class IFIDMonitor:
         """
         rows = min(num_rows or self.grid_rows, self.num_eval_images)
         adapter = self._adapter("")
-        if not self._index_ready or (self.exact_bank and self._index_encoder is not adapter):
-            self._refresh_index(adapter)
-        device = self._place()
+        self.index.prepare_grid(adapter)
+        device = self.placement.place()
         x = self.eval_set.first(rows).to(device, torch.float32)
         with self.evaluator.using(adapter):
             columns = grid_columns(self.metric, x)
@@ -590,16 +462,7 @@ class IFIDMonitor:
 
         No collectives: under DDP each rank returns its own bank (frameworks save rank 0's).
         """
-        sources = self.collector.sources
-        return {
-            "format": _STATE_FORMAT,
-            "bank": self.collector.bank.state_dict(),
-            "sources": sources.state_dict() if sources is not None else None,
-            **self.schedule.state_dict(),
-            "history": [dict(h) for h in self.history],
-            "real_statistics": self.evaluator.real_state(),
-            "eval_fingerprint": self.eval_set.fingerprint,
-        }
+        return monitor_state(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`; missing entries keep their defaults.
@@ -608,41 +471,7 @@ class IFIDMonitor:
         dropped (with a warning) when the evaluation set differs from the saved one. The index is
         rebuilt at the next refresh or evaluation.
         """
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state must be a mapping from state_dict(), got {type(state)}.")
-        collector = self.collector
-        device = collector.bank.device
-        bank = _bank_from_state(collector, state.get("bank"), device)
-        sources = None
-        if collector.sources is not None:
-            sources = _bank_from_state(collector, state.get("sources"), device)
-            if len(sources) != len(bank):
-                warnings.warn(
-                    "The checkpoint has no source images for its bank rows (saved without "
-                    "exact_bank); the bank starts empty.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                bank, sources = collector.new_bank(device), collector.new_bank(device)
-        real = state.get("real_statistics")
-        if real is not None and state.get("eval_fingerprint") != self.eval_set.fingerprint:
-            warnings.warn(
-                "The checkpoint's cached real-image statistics belong to another evaluation set; "
-                "they are recomputed at the next evaluation.",
-                UserWarning,
-                stacklevel=2,
-            )
-            real = None
-        # Everything parsed: from here on the monitor changes.
-        collector.bank, collector.sources = bank, sources
-        self.metric.bank = bank
-        self.schedule.load_state_dict(state)
-        self.history = [dict(h) for h in state.get("history", [])]
-        # A full reset of the metric (cached real statistics included); the index is rebuilt.
-        self.evaluator.load_real_state(real)
-        self._index_ready = False
-        self._index_encoder = None
-        collector.drop_captured()
+        load_monitor_state(self, state)
 
     def __repr__(self) -> str:
         return (
@@ -650,14 +479,3 @@ class IFIDMonitor:
             f"{self.bank_capacity}, eval_images={self.num_eval_images}, step={self.step}, "
             f"evaluations={len(self.history)})"
         )
-
-
-def _bank_from_state(
-    collector: LatentCollector, state: Mapping[str, Any] | None, device: torch.device
-) -> LatentBank:
-    bank = collector.new_bank(device)
-    if state:
-        # Saved with another capacity: loading re-adds the rows in insertion order, so the
-        # newest `capacity` rows survive.
-        bank.load_state_dict({**state, "capacity": collector.capacity})
-    return bank

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from ifid_callback.vae import VAEAdapter, eval_mode
 
-__all__ = ["WeightsSource", "eval_mode", "unwrap_averaged", "vae_adapter"]
+__all__ = ["WeightsSource", "eval_mode", "unwrap_averaged", "vae_adapter", "weights_by_suffix"]
 
 
 def unwrap_averaged(obj: Any) -> Any:
@@ -68,6 +69,21 @@ class WeightsSource:
         if self._adapter is None or self._for is not vae:
             self._adapter, self._for = vae_adapter(vae, self.sample_posterior), vae
         return self._adapter
+
+
+def weights_by_suffix(
+    eval_vae: Any, extra_vaes: Mapping[str, Any], sample_posterior: bool
+) -> dict[str, WeightsSource | None]:
+    """The weights one evaluation measures, by the suffix of their result keys.
+
+    ``""``: ``eval_vae`` (None: the training VAE); ``"_<name>"``: each of ``extra_vaes``.
+    """
+    weights: dict[str, WeightsSource | None] = {
+        "": WeightsSource(eval_vae, sample_posterior) if eval_vae is not None else None
+    }
+    for name, source in extra_vaes.items():
+        weights[f"_{name}"] = WeightsSource(source, sample_posterior)
+    return weights
 
 
 def _is_model(obj: Any) -> bool:
