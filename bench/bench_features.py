@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ifid_callback.features import InceptionFeatures, _fid_helper_path
+from ifid_callback.inception import InceptionFeatures
+from ifid_callback.inception_weights import _fid_helper_path
 
 
 def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:

@@ -325,7 +325,7 @@ def bench_extras(train: torch.Tensor, eval_images: torch.Tensor, repeats: int) -
             plain_2048 = plain
     # The standard Inception: a plain evaluation passes 2N decodes through it (real cached).
     try:
-        from ifid_callback.features import InceptionFeatures
+        from ifid_callback.inception import InceptionFeatures
 
         inception = InceptionFeatures()
     except Exception as err:  # no offline weights here

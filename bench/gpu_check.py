@@ -332,13 +332,13 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
     He-normal convolutions with zero biases keep activations at a steady scale through the 94
     ReLU layers, so the pool3 features are as well-conditioned as the real ones.
     """
-    from ifid_callback.features import _raw_state_dict_template
+    from ifid_callback.inception_graph import raw_state_dict_template
 
     if path.is_file():
         return path
     g = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in _raw_state_dict_template().items():
+    for key, shape in raw_state_dict_template().items():
         if key.endswith(".conv.weight"):
             fan_in = shape[1] * shape[2] * shape[3]
             state[key] = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
@@ -348,7 +348,7 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
 
 
 def inception(ctx: Context, precision: str = "fp32") -> nn.Module:
-    from ifid_callback.features import InceptionFeatures
+    from ifid_callback.inception import InceptionFeatures
 
     weights = random_inception_weights(ctx.tmp / "inception-random.pt")
     return InceptionFeatures(weights=weights, precision=precision)

@@ -17,7 +17,7 @@ _EXPORTS = {
     "LatentBank": "ifid_callback.bank",
     "NeighborIndex": "ifid_callback.index",
     "VAEAdapter": "ifid_callback.vae",
-    "InceptionFeatures": "ifid_callback.features",
+    "InceptionFeatures": "ifid_callback.inception",
     "evaluate_vae": "ifid_callback.evaluate",
     "IFIDMonitor": "ifid_callback.monitor",
 }

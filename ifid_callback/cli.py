@@ -192,7 +192,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
 
     from ifid_callback.data import ImageFolder
     from ifid_callback.evaluate import evaluate_vae
-    from ifid_callback.features import InceptionFeatures
+    from ifid_callback.inception import InceptionFeatures
     from ifid_callback.loading import load_vae
     from ifid_callback.metric import resolve_settings
 

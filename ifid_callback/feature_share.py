@@ -21,10 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ifid_callback.features import InceptionFeatures, _check_range, _resolve
+from ifid_callback.inception import InceptionFeatures
+from ifid_callback.inception_weights import resolve_weights
+from ifid_callback.preprocessing import check_input_range, check_preprocessing, resolve_quantize
 
-# (weights source, input range, precision, quantize, device) -> the module. Weak: a network
-# lives as long as a metric holds it, and one a holder moved is never handed out again.
+# (weights source, input range, precision, preprocessing, quantize, device) -> the module. Weak:
+# a network lives as long as a metric holds it, and one a holder moved is never handed out again.
 _SHARED: weakref.WeakValueDictionary[tuple, InceptionFeatures] = weakref.WeakValueDictionary()
 
 
@@ -38,36 +40,47 @@ def shared_inception(
     precision: str = "fp32",
     device: torch.device | str | None = None,
     weights: str | os.PathLike | None = None,
-    quantize: bool = True,
+    quantize: bool | None = None,
+    preprocessing: str = "standard",
 ) -> InceptionFeatures:
     """The process' :class:`InceptionFeatures` for these settings on ``device`` (default CPU).
 
     Built on first use, then returned to every caller while any holds it. Holders must not
     move it themselves (``module.to`` moves it for all of them): metrics swap it on ``.to()``.
+    Callers that differ in any argument (e.g. ``preprocessing``) never share a network.
 
     Args:
         input_range: ``(low, high)`` of the images given to it.
         precision: ``"fp32"`` or ``"bf16"`` (see :class:`InceptionFeatures`).
         device: where it lives.
         weights: a weights file, or None for the offline default source.
-        quantize: as in :class:`InceptionFeatures`.
+        quantize: as in :class:`InceptionFeatures` (None: the preprocessing's own choice).
+        preprocessing: ``"standard"`` (torch-fidelity's) or ``"official"`` (the iFID authors'),
+            as in :class:`InceptionFeatures`.
     """
-    low, high = _check_range(input_range)
+    low, high = check_input_range(input_range)
+    preprocessing = check_preprocessing(preprocessing)
+    quantize = resolve_quantize(preprocessing, quantize)
     device = torch.device(device if device is not None else "cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    key = (_resolve(weights)[0], low, high, precision, bool(quantize), str(device))
+    key = (resolve_weights(weights)[0], low, high, precision, preprocessing, quantize, str(device))
     net = _SHARED.get(key)
     if net is None or _device_of(net) != device:  # moved by a holder: never hand it out again
         net = InceptionFeatures(
-            weights=weights, input_range=(low, high), precision=precision, quantize=quantize
+            weights=weights,
+            input_range=(low, high),
+            precision=precision,
+            quantize=quantize,
+            preprocessing=preprocessing,
         ).to(device)
         net._shared_key = key  # type: ignore[attr-defined]
         net._shared_args = {  # type: ignore[attr-defined]
             "input_range": (low, high),
             "precision": precision,
             "weights": weights,
-            "quantize": bool(quantize),
+            "quantize": quantize,
+            "preprocessing": preprocessing,
         }
         _SHARED[key] = net
     return net

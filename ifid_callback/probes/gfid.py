@@ -53,13 +53,13 @@ class ResizedInception(nn.Module):
         super().__init__()
         if isinstance(size, bool) or not isinstance(size, int) or size < 75:
             raise ValueError(f"size must be an int >= 75 (Inception's minimum input), got {size!r}")
-        from ..features import InceptionFeatures
+        from ..inception import InceptionFeatures
 
         self.size = size
         self.net = InceptionFeatures(input_range=input_range, precision=precision)
 
     def forward(self, images: Tensor) -> Tensor:
-        from ..features import tf1_bilinear_resize
+        from ..preprocessing import tf1_bilinear_resize
 
         low, high = self.net.input_range
         x = images.to(dtype=torch.float32).clamp(low, high)
@@ -98,7 +98,7 @@ def resolve_study_feature(
 
         return digit_features()
     if feature in ("inception", "inception-bf16"):
-        from ..features import InceptionFeatures
+        from ..inception import InceptionFeatures
 
         precision = "bf16" if feature.endswith("bf16") else "fp32"
         return InceptionFeatures(input_range=input_range, precision=precision)
