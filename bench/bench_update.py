@@ -80,7 +80,7 @@ def measure(
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if kind == "inception":
-        from ifid_callback.features import InceptionFeatures
+        from ifid_callback.inception import InceptionFeatures
 
         feat = InceptionFeatures()
     else:
@@ -147,12 +147,12 @@ for start in range(0, rows, 8192):
 metric = InterpolatedFID(encoder=lambda x: x, decoder=lambda z: z, feature=Features(), bank=bank,
                          index=kind, auto_refresh_index=auto)
 metric.refresh_index()  # warm-up: libraries loaded, first-time allocations made
-metric._index = metric._rows = None
+metric.reference.drop()
 before = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")
 metric.refresh_index()
 print(json.dumps({"extra": status("VmHWM") - before, "bank": bank.memory_bytes(),
-                  "index": metric._index.memory_bytes, "kind": metric._index.kind}))
+                  "index": metric.reference.index.memory_bytes, "kind": metric.reference.index.kind}))
 """
 
 
@@ -195,7 +195,7 @@ def refresh_memory_cuda(rows: int, dim: int, auto_refresh: bool) -> dict:
         auto_refresh_index=auto_refresh,
     ).to(device)
     metric.refresh_index()
-    metric._index = metric._rows = None
+    metric.reference.drop()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
@@ -204,7 +204,7 @@ def refresh_memory_cuda(rows: int, dim: int, auto_refresh: bool) -> dict:
     return {
         "extra": torch.cuda.max_memory_allocated() - before,
         "bank": bank.memory_bytes(),
-        "index": metric._index.memory_bytes,
+        "index": metric.reference.index.memory_bytes,
         "kind": "exact (cuda)",
     }
 

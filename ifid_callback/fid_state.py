@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ifid_callback.distributed import gather_objects
 from ifid_callback.extras.base import PairedRows
 from ifid_callback.functional import frechet
 from ifid_callback.functional.frechet import frechet_distance, gaussian_statistics
@@ -198,3 +199,22 @@ def check_real_statistics(stats: dict[str, Any], expected: dict[str, torch.Size]
     if not bool(torch.isfinite(rows).all()):
         raise ValueError("real_feature_rows contains NaN or Inf.")
     return sums, (rows, positions)
+
+
+def shape_empty_lists(metric: Any, group: Any) -> None:
+    """Before a DDP sync: give the empty ``"cat"`` lists of a rank that saw no images the row
+    layout of the ranks that hold rows. torchmetrics gathers empty lists as 1-d float32 empties
+    against the others' (n, ...) rows of another dtype: a collective mismatch that aborts."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    layouts = {
+        attr: (tuple(value[0].shape[1:]), value[0].dtype) if value else None
+        for attr in metric._reductions
+        if isinstance(value := getattr(metric, attr), list)
+    }
+    everyone = gather_objects(layouts, group)
+    for attr, layout in layouts.items():
+        known = next((o[attr] for o in everyone if o[attr] is not None), None)
+        if layout is None and known is not None:
+            shape, dtype = known
+            setattr(metric, attr, [torch.empty((0, *shape), dtype=dtype, device=metric.device)])

@@ -17,20 +17,26 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from ifid_callback import fid_state
+from ifid_callback import batch_terms, fid_state
 from ifid_callback import interpolation_pass as step
 from ifid_callback.bank import LatentBank
-from ifid_callback.distributed import gather_objects, world_and_rank
+from ifid_callback.distributed import world_and_rank
 from ifid_callback.extras import build_extras
 from ifid_callback.feature_share import apply_keeping_shared
-from ifid_callback.features import InceptionFeatures, feature_dim, resolve_feature
+from ifid_callback.features import resolve_feature
 from ifid_callback.image_checks import (
     as_ids,
     check_images,
-    check_latents_fit_bank,
     warn_if_only_upper_half,
 )
 from ifid_callback.index import NeighborIndex
+from ifid_callback.metric_networks import (
+    DeviceMove,
+    drop_network_keys,
+    feature_dimension,
+    feature_name,
+    ignore_missing_network_keys,
+)
 from ifid_callback.network_cache import check_shared_network, is_network_cache
 from ifid_callback.randomness import keyed_generators
 from ifid_callback.reference import Reference
@@ -181,7 +187,7 @@ class InterpolatedFID(Metric):
         self._scale_warned = False
         self._rows_cached = self._real_cached = self._round_computed = False
         self._new_round()
-        self.num_features = num_features or _feature_dim(self.feature_net)
+        self.num_features = num_features or feature_dimension(self.feature_net)
         for name, default in fid_state.sum_states(self.num_features).items():
             self.add_state(name, default, dist_reduce_fx="sum")
         # The queries' latents (only without a bank: searched at compute()) and positions.
@@ -190,8 +196,8 @@ class InterpolatedFID(Metric):
         for extra in self.extras.values():
             for name, default in extra.states().items():
                 self.add_state(name, default, dist_reduce_fx="sum")
-        self._register_state_dict_hook(_drop_network_keys)
-        self.register_load_state_dict_post_hook(_ignore_missing_network_keys)
+        self._register_state_dict_hook(drop_network_keys)
+        self.register_load_state_dict_post_hook(ignore_missing_network_keys)
 
     def _new_round(self) -> None:
         self._channels: int | None = None
@@ -213,7 +219,7 @@ class InterpolatedFID(Metric):
             out[key] = getattr(self, key)
         out["input_range"] = list(self.input_range)
         out["reset_real_features"] = self.reset_real_features
-        out["feature"] = _feature_name(self.feature_net)
+        out["feature"] = feature_name(self.feature_net)
         for key in ("uncertainty", "reconstruction_metrics", "kid", "precision_recall"):
             out[key] = getattr(self, key)
         lpips = self.extras["lpips"] if "lpips" in self.extras else None
@@ -248,7 +254,7 @@ class InterpolatedFID(Metric):
             world, rank = world_and_rank() if self.sync_on_compute else (1, 0)
             positions = torch.arange(self._queries_seen, self._queries_seen + batch) * world + rank
         with torch.no_grad():
-            new, rows = self._update_terms(images, ids, positions)
+            new, rows = batch_terms.update_terms(self, images, ids, positions)
         # Learned only now that the whole batch went through.
         for key, value in new.items():
             setattr(self, key, getattr(self, key) + value.to(self.device))
@@ -258,78 +264,10 @@ class InterpolatedFID(Metric):
         self._queries_seen += batch
         self._round_low = min(self._round_low, lowest)
 
-    def _update_terms(
-        self, images: Tensor, ids: Tensor | None, positions: Tensor
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """The increments of the sums and the rows to append for one batch (no state changes)."""
-        z = self._encode(images, positions)
-        bank = self.reference.bank
-        if bank is not None and len(bank):
-            check_latents_fit_bank(tuple(images.shape[-2:]), tuple(z.shape[1:]), bank.latent_shape)
-        new: dict[str, Tensor] = {}
-        rows: dict[str, Tensor] = {}
-        need_rows = self._per_image and not self._rows_cached
-        if not self._real_cached or need_rows:
-            f_real = step.features(self.feature_net, images, self.num_features, self.input_range)
-            if not self._real_cached:
-                new.update(fid_state.feature_sums("real", f_real))
-            if need_rows:
-                rows["real_feature_rows"] = f_real.to(torch.float32)
-                rows["real_row_positions"] = positions
-        if self._per_image or self.reference.is_self:
-            rows["query_positions"] = positions
-        z_nn = None
-        if self.reference.is_self:  # interpolants at compute(); reconstructions now
-            rows["query_latents"] = z.detach().to(torch.float32).reshape(z.shape[0], -1)
-            self._latent_shape = tuple(z.shape[1:])
-            if not self.compute_rfid:
-                return new, rows
-        else:
-            z_nn, _ = self.neighbors(z, exclude=ids, generator=self._generators(positions, "pick"))
-            if not self._scale_warned:
-                self._scale_warned = self.reference.warn_if_scale_differs(
-                    z, self.vae.sample_posterior
-                )
-        found, found_rows = self._decode_and_featurize(z, z_nn, positions, images)
-        new.update(found)
-        rows.update(found_rows)
-        return new, rows
-
     def _decode_and_featurize(
         self, z: Tensor, z_nn: Tensor | None, positions: Tensor, images: Tensor | None = None
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Decode the interpolants (with ``z_nn``) and, with the query ``images`` and
-        ``compute_rfid``, the reconstructions in one call; features in one pass; the sums and
-        per-image rows (and the extras' scores) they give."""
-        with_recon = images is not None and self.compute_rfid
-        channels = images.shape[1] if images is not None else self._channels
-        decoded = step.decode_batch(
-            self.vae,
-            z,
-            z_nn,
-            interpolation=self.interpolation,
-            alpha=self.alpha,
-            generator=self._generators(positions, "mask"),
-            with_recon=with_recon,
-            channels=channels,
-            input_range=self.input_range,
-        )
-        feats = step.features(self.feature_net, decoded, self.num_features, self.input_range)
-        batch, sums, rows = z.shape[0], {}, {}
-        parts = {"recon": feats[:batch]} if with_recon else {}
-        if z_nn is not None:
-            parts["interp"] = feats[-batch:]
-        for name, f in parts.items():
-            sums.update(fid_state.feature_sums(name, f))
-            if self._per_image:
-                rows[f"{name}_feature_rows"] = f.to(torch.float32)
-        if with_recon:
-            recon = decoded[:batch].clamp(*self.input_range)  # scored as shown, in every mode
-            targets = images.detach().clamp(*self.input_range)
-            for extra in self.extras.values():
-                if extra.scores_reconstructions:
-                    sums.update(extra.score(recon, targets))
-        return sums, rows
+        return batch_terms.decoded_terms(self, z, z_nn, positions, images)
 
     def _decode(self, z: Tensor, channels: int | None = None) -> Tensor:
         """Images decoded from ``z`` (B, ...), checked and clamped to ``input_range``."""
@@ -361,21 +299,7 @@ class InterpolatedFID(Metric):
     def _sync_dist(
         self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None
     ) -> None:
-        # A rank that saw no images holds empty "cat" lists, which torchmetrics gathers as 1-d
-        # float32 empties against the other ranks' (n, ...) rows: a collective mismatch. Such
-        # lists first get the row layout of the ranks that hold rows.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            layouts = {
-                attr: (tuple(value[0].shape[1:]), value[0].dtype) if value else None
-                for attr in self._reductions
-                if isinstance(value := getattr(self, attr), list)
-            }
-            everyone = gather_objects(layouts, process_group or self.process_group)
-            for attr, layout in layouts.items():
-                known = next((o[attr] for o in everyone if o[attr] is not None), None)
-                if layout is None and known is not None:
-                    shape, dtype = known
-                    setattr(self, attr, [torch.empty((0, *shape), dtype=dtype, device=self.device)])
+        fid_state.shape_empty_lists(self, process_group or self.process_group)
         super()._sync_dist(dist_sync_fn, process_group)
 
     def compute(self) -> dict[str, Tensor]:
@@ -420,7 +344,7 @@ class InterpolatedFID(Metric):
         self._real_cached = True
         names = fid_state.REAL_STATES + (fid_state.REAL_ROWS if keep_rows else ())
         # Lists are copied: torchmetrics' reset() clears list states in place.
-        kept = {key: _copy_state(getattr(self, key)) for key in names}
+        kept = {key: list(v) if isinstance(v := getattr(self, key), list) else v for key in names}
         super().reset()
         for key, value in kept.items():
             setattr(self, key, value)
@@ -430,7 +354,7 @@ class InterpolatedFID(Metric):
         # Only device moves apply: states keep their dtypes (float64 sums) and networks their
         # precision. A shared Inception is swapped for the target device's, never moved.
         target = fn(torch.zeros((), device=self.device)).device
-        move = _DeviceMove(target)
+        move = DeviceMove(target)
         parent = super()._apply
         return apply_keeping_shared(
             self, "feature_net", lambda: parent(move, *args, **kwargs), move
@@ -523,51 +447,3 @@ class InterpolatedFID(Metric):
         return step.neighbor_latents(
             self.reference, z, self.k, self.pick, exclude, generator or self._generator
         )
-
-
-class _DeviceMove:
-    """The device part of an ``nn.Module._apply`` function: tensors keep their dtypes."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __call__(self, t: Tensor) -> Tensor:
-        return t.to(self.device)
-
-
-def _copy_state(state: Any) -> Any:
-    return list(state) if isinstance(state, list) else state
-
-
-def _feature_name(net: torch.nn.Module) -> str:
-    net = getattr(net, "network", net)  # inside torchmetrics' FeatureShare (a NetworkCache)
-    return "inception" if isinstance(net, InceptionFeatures) else type(net).__name__
-
-
-def _feature_dim(net: torch.nn.Module) -> int:
-    try:
-        return feature_dim(net, (1, 3, 64, 64))
-    except Exception as exc:  # any failure of the probe forward pass means: ask the user
-        raise ValueError(
-            "Cannot tell the feature dimension of the feature module: give it a `num_features` "
-            f"attribute or pass num_features= to InterpolatedFID ({exc})."
-        ) from exc
-
-
-# Child networks whose weights are the user's, not the metric's state: kept out of state_dict.
-_NETWORK_CHILDREN = ("feature_net", "extras.lpips.net")
-
-
-def _drop_network_keys(
-    module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: Any
-) -> None:
-    prefixes = tuple(f"{prefix}{name}." for name in _NETWORK_CHILDREN)
-    for key in [k for k in state_dict if k.startswith(prefixes)]:
-        del state_dict[key]
-
-
-def _ignore_missing_network_keys(module: torch.nn.Module, incompatible_keys: Any) -> None:
-    missing = incompatible_keys.missing_keys
-    for key in list(missing):
-        if any(f".{name}." in f".{key}" for name in _NETWORK_CHILDREN):
-            missing.remove(key)

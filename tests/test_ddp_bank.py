@@ -65,14 +65,14 @@ def _half_bank(rank: int) -> LatentBank:
 
 
 def test_drop_repeated_rows_keeps_distinct_rows_under_one_id():
-    from ifid_callback.metric import _drop_repeated_rows
+    from ifid_callback.reference import drop_repeated_rows
 
     a, b, c = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]), torch.tensor([5.0, 6.0])
     vectors = torch.stack([a, b, a, c, b, a])
     ids = torch.tensor([7, 7, 7, 8, 7, 9])
-    kept_v, kept_i = _drop_repeated_rows(vectors, ids)
+    kept_v, kept_i = drop_repeated_rows(vectors, ids)
     assert kept_i.tolist() == [7, 7, 8, 9]
     assert torch.equal(kept_v, torch.stack([a, b, c, a]))
     # Nothing repeated: the very same tensors come back (no copy).
-    v, i = _drop_repeated_rows(vectors[:2], torch.tensor([1, 2]))
+    v, i = drop_repeated_rows(vectors[:2], torch.tensor([1, 2]))
     assert v.data_ptr() == vectors.data_ptr()

@@ -432,7 +432,7 @@ CONSTRUCTION_MISTAKES = {
     "an unknown interpolation": (
         {"interpolation": "cubic"},
         ValueError,
-        r"interpolation must be one of \('linear', 'slerp', 'mask'\), got 'cubic'",
+        r"interpolation must be one of \('linear', 'slerp', 'mask', 'mask_top_half'\), got 'cubic'",
     ),
     "alpha outside [0, 1]": ({"alpha": 1.5}, ValueError, r"alpha must be a number in \[0, 1\]"),
     "k = 0": ({"k": 0}, ValueError, r"k must be a positive integer, got 0"),

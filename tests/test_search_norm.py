@@ -119,7 +119,9 @@ def test_paper_pick_weights_are_topk_weights_on_standardised_latents(monkeypatch
     z = encode(smooth_images(6, seed=5))
     metric.neighbors(z)
     candidates = encode(reference)[seen["candidates"]]  # (Q, k, C, H, W) raw rows found
-    want = topk_weights(z.reshape(6, -1), candidates.reshape(6, 10, -1), metric.reference.statistics)
+    want = topk_weights(
+        z.reshape(6, -1), candidates.reshape(6, 10, -1), metric.reference.statistics
+    )
     torch.testing.assert_close(seen["weights"], want, rtol=1e-5, atol=1e-7)
     # And they are not the raw-latent weights (the variant changes the pick).
     raw = topk_weights(z.reshape(6, -1), candidates.reshape(6, 10, -1))
