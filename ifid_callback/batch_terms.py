@@ -69,6 +69,7 @@ def decoded_terms(
         with_recon=with_recon,
         channels=channels,
         input_range=metric.input_range,
+        clamp=metric._clamp_decodes,
     )
     feats = step.features(metric.feature_net, decoded, metric.num_features, metric.input_range)
     batch, sums, rows = z.shape[0], {}, {}

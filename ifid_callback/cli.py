@@ -50,7 +50,16 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         choices=("paper",),
         default=None,
         help="'paper': the official protocol (posterior sample, top-10 neighbours picked with "
-        "softmax(-MSE), slerp, alpha 0.5); options that contradict it are an error",
+        "softmax(-MSE), slerp, alpha 0.5, official preprocessing); options that contradict it "
+        "are an error",
+    )
+    g.add_argument(
+        "--preprocessing",
+        choices=("standard", "official"),
+        default=None,
+        help="how decodes reach Inception: standard (clamped, uint8 levels, TF1 resize: "
+        "torch-fidelity's; the default) or official (the iFID authors' evalvae.py: unclamped "
+        "floats, bilinear 299, 2x-1; what --preset paper sets)",
     )
     g.add_argument(
         "--sample-posterior",
@@ -205,6 +214,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         pick=args.pick,
         sample_posterior=args.sample_posterior,
         search_norm=args.search_norm,
+        preprocessing=args.preprocessing,
     )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vae = load_vae(args.vae, device=device, subfolder=args.subfolder)
@@ -219,11 +229,15 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
             batch_size=args.batch_size,
         )
     if args.feature == "inception":
-        feature = InceptionFeatures(weights=args.inception_weights)
+        feature = InceptionFeatures(
+            weights=args.inception_weights, preprocessing=settings["preprocessing"] or "standard"
+        )
     else:
         from ifid_callback.demo import load_feature
 
         feature = load_feature(args.feature)
+    # What runs: a custom feature module does its own preprocessing (None).
+    settings["preprocessing"] = getattr(feature, "preprocessing", None)
     result = evaluate_vae(
         vae,
         DataLoader(queries, batch_size=args.batch_size),
@@ -237,6 +251,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         preset=args.preset,
         sample_posterior=args.sample_posterior,
         search_norm=args.search_norm,
+        preprocessing=args.preprocessing,
         seed=args.seed,
         uncertainty=not args.no_uncertainty,
         reconstruction_metrics=not args.no_reconstruction_metrics,

@@ -218,3 +218,36 @@ def shape_empty_lists(metric: Any, group: Any) -> None:
         if layout is None and known is not None:
             shape, dtype = known
             setattr(metric, attr, [torch.empty((0, *shape), dtype=dtype, device=metric.device)])
+
+
+def copy_real_statistics(metric: Any, per_image: bool) -> dict[str, Tensor]:
+    """Copies of ``metric``'s real-image sums (and, with ``per_image``, its real rows (n, d)
+    float32 and their positions (n,) int64), keyed by state name."""
+    out = {key: getattr(metric, key) for key in REAL_STATES}
+    if per_image:
+        out["real_feature_rows"] = cat_state(
+            metric.real_feature_rows, torch.float32, metric.num_features
+        )
+        out["real_row_positions"] = cat_state(metric.real_row_positions, torch.long)
+    return {key: value.detach().clone() for key, value in out.items()}
+
+
+def install_real_statistics(metric: Any, stats: dict[str, Tensor] | None) -> None:
+    """Install checked real-image sums (and rows) on ``metric`` and mark them cached; None
+    clears them. Nothing changes when ``stats`` is refused."""
+    if stats is None:
+        metric._real_cached = metric._round_computed = metric._rows_cached = False
+        for key in REAL_STATES:
+            setattr(metric, key, torch.zeros_like(getattr(metric, key)))
+        metric.real_feature_rows, metric.real_row_positions = [], []
+        return
+    expected = {key: getattr(metric, key).shape for key in REAL_STATES}
+    sums, rows = check_real_statistics(stats, expected, metric.num_features)
+    for key, value in sums.items():
+        setattr(metric, key, value.to(metric.device, getattr(metric, key).dtype))
+    metric._real_cached = True
+    metric._rows_cached = rows is not None and metric._per_image
+    metric.real_feature_rows, metric.real_row_positions = [], []
+    if metric._rows_cached:
+        metric.real_feature_rows = [rows[0].to(metric.device, torch.float32)]
+        metric.real_row_positions = [rows[1].to(metric.device, torch.long)]

@@ -34,14 +34,20 @@ from ifid_callback.metric_networks import (
     DeviceMove,
     drop_network_keys,
     feature_dimension,
-    feature_name,
     ignore_missing_network_keys,
 )
 from ifid_callback.network_cache import check_shared_network, is_network_cache
 from ifid_callback.randomness import keyed_generators
 from ifid_callback.reference import Reference
 from ifid_callback.self_reference import search_own_queries
-from ifid_callback.settings import DEFAULTS, PRESETS, SEARCH_NORMS, check_options, resolve_settings
+from ifid_callback.settings import (
+    DEFAULTS,
+    PRESETS,
+    SEARCH_NORMS,
+    check_options,
+    describe,
+    resolve_settings,
+)
 from ifid_callback.vae import VAEAdapter
 
 __all__ = ["DEFAULTS", "PRESETS", "SEARCH_NORMS", "InterpolatedFID", "resolve_settings"]
@@ -79,6 +85,10 @@ class InterpolatedFID(Metric):
             ``"softmax_distance"``; seeded per query.
         search_norm: ``None`` (raw latents) or ``"bn_channel"``: search and pick weights on
             latents standardised per channel with the indexed rows' statistics.
+        preprocessing: how decodes reach ``"inception"``: ``"standard"`` (default; clamped to
+            ``input_range``, uint8 levels, TF1 resize: torch-fidelity's) or ``"official"`` (the
+            authors' ``evalvae.py``: unclamped floats, bilinear 299, ``2x - 1``). PSNR/SSIM/MSE
+            and LPIPS score clamped reconstructions in both.
         bank: a :class:`LatentBank`, or None: the queries are their own reference (self
             excluded). Under DDP the banks of all ranks are gathered at each index refresh (a
             collective; a row repeated under one id counts once).
@@ -88,7 +98,8 @@ class InterpolatedFID(Metric):
         input_range: (low, high) of the images; decodes are clamped to it.
         sample_posterior: a posterior sample instead of its mean (default False).
         preset: ``"paper"``: the official protocol (posterior sample, k=10, softmax_mse, slerp
-            0.5); a contradicting argument is an error; :attr:`settings` records what runs.
+            0.5, ``"official"`` preprocessing); a contradicting argument is an error;
+            :attr:`settings` records what runs. Fill the bank with posterior samples too.
         reset_real_features: False keeps the real statistics of the first completed round
             across ``reset()`` (later rounds must use the same query images).
         seed: seed of every random choice (posterior samples, mask, top-k pick), per query.
@@ -143,6 +154,7 @@ class InterpolatedFID(Metric):
         auto_refresh_index: bool = True,
         num_features: int | None = None,
         search_norm: str | None = None,
+        preprocessing: str | None = None,
         uncertainty: bool = True,
         reconstruction_metrics: bool = True,
         kid: bool = False,
@@ -153,6 +165,7 @@ class InterpolatedFID(Metric):
         super().__init__(**kwargs)
         given = dict(interpolation=interpolation, alpha=alpha, k=k, pick=pick)
         given.update(sample_posterior=sample_posterior, distance=distance, search_norm=search_norm)
+        given.update(preprocessing=preprocessing)
         settings = resolve_settings(preset, **given)
         switches = dict(uncertainty=uncertainty, reconstruction_metrics=reconstruction_metrics)
         switches.update(kid=kid, precision_recall=precision_recall)
@@ -168,7 +181,17 @@ class InterpolatedFID(Metric):
         # An unknown index kind is named now, not at the first update().
         NeighborIndex(index=index, distance=settings["distance"], seed=seed)
         self.vae = VAEAdapter(vae, encoder, decoder, sample_posterior=settings["sample_posterior"])
-        self.feature_net = resolve_feature(feature, self.input_range)
+        # A preset's preprocessing applies to the networks that declare one; a plain module
+        # does its own (an explicit preprocessing= must match it).
+        declared = preprocessing is not None or hasattr(feature, "preprocessing")
+        self.feature_net = resolve_feature(
+            feature,
+            self.input_range,
+            settings["preprocessing"] if declared or isinstance(feature, str) else None,
+        )
+        self.preprocessing: str | None = getattr(self.feature_net, "preprocessing", None)
+        # The authors' path feeds the features unclamped decodes.
+        self._clamp_decodes = self.preprocessing != "official"
         self.preset, self.seed, self.index = preset, int(seed), index
         for key in ("interpolation", "alpha", "k", "pick", "search_norm", "distance"):
             setattr(self, key, settings[key])
@@ -212,19 +235,7 @@ class InterpolatedFID(Metric):
     @property
     def settings(self) -> dict[str, Any]:
         """The settings that run (for logs, hparams and JSON reports)."""
-        names = ("preset", "interpolation", "alpha", "k", "pick")
-        out: dict[str, Any] = {key: getattr(self, key) for key in names}
-        out["sample_posterior"] = self.vae.sample_posterior
-        for key in ("search_norm", "distance", "index", "seed", "compute_rfid"):
-            out[key] = getattr(self, key)
-        out["input_range"] = list(self.input_range)
-        out["reset_real_features"] = self.reset_real_features
-        out["feature"] = feature_name(self.feature_net)
-        for key in ("uncertainty", "reconstruction_metrics", "kid", "precision_recall"):
-            out[key] = getattr(self, key)
-        lpips = self.extras["lpips"] if "lpips" in self.extras else None
-        out["lpips"] = lpips.name if lpips is not None else None
-        return out
+        return describe(self)
 
     # ------------------------------------------------------------------ torchmetrics API
     def update(
@@ -362,7 +373,7 @@ class InterpolatedFID(Metric):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "feature_net" and is_network_cache(value):  # torchmetrics' FeatureShare
-            check_shared_network(value, self.input_range)
+            check_shared_network(value, self.input_range, getattr(self, "preprocessing", None))
         super().__setattr__(name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
@@ -377,35 +388,14 @@ class InterpolatedFID(Metric):
         count), keyed by state name, for :meth:`load_real_statistics`; with ``per_image`` also
         the real rows ``"real_feature_rows"`` (n, d) float32 and ``"real_row_positions"`` (n,)
         int64. Sums add over ranks; rows concatenate."""
-        out = {key: getattr(self, key) for key in self.REAL_STATES}
-        if per_image:
-            out["real_feature_rows"] = fid_state.cat_state(
-                self.real_feature_rows, torch.float32, self.num_features
-            )
-            out["real_row_positions"] = fid_state.cat_state(self.real_row_positions, torch.long)
-        return {key: value.detach().clone() for key, value in out.items()}
+        return fid_state.copy_real_statistics(self, per_image)
 
     def load_real_statistics(self, stats: dict[str, Tensor] | None) -> None:
         """Install real-image sums (and rows, when given) and mark them cached: later updates
         skip the real pass. ``None`` clears them. Under DDP give the global sums (and all rows)
         to one rank and zeros (``(0, d)`` rows) to the others. Without rows, a metric with
         per-image extras computes them again in its next round and keeps them from then on."""
-        if stats is None:
-            self._real_cached = self._round_computed = self._rows_cached = False
-            for key in self.REAL_STATES:
-                setattr(self, key, torch.zeros_like(getattr(self, key)))
-            self.real_feature_rows, self.real_row_positions = [], []
-            return
-        expected = {key: getattr(self, key).shape for key in self.REAL_STATES}
-        sums, rows = fid_state.check_real_statistics(stats, expected, self.num_features)
-        for key, value in sums.items():
-            setattr(self, key, value.to(self.device, getattr(self, key).dtype))
-        self._real_cached = True
-        self._rows_cached = rows is not None and self._per_image
-        self.real_feature_rows, self.real_row_positions = [], []
-        if self._rows_cached:
-            self.real_feature_rows = [rows[0].to(self.device, torch.float32)]
-            self.real_row_positions = [rows[1].to(self.device, torch.long)]
+        fid_state.install_real_statistics(self, stats)
 
     # ------------------------------------------------------------------ neighbours
     @property

@@ -52,10 +52,21 @@ def network_input_range(net: Any) -> tuple[float, float] | str | None:
     return (float(low), float(high))
 
 
-def check_shared_network(cache: nn.Module, input_range: tuple[float, float]) -> None:
+def check_shared_network(
+    cache: nn.Module, input_range: tuple[float, float], preprocessing: str | None = None
+) -> None:
     """Accept the ``NetworkCache`` installed by ``FeatureShare`` for a metric whose images span
-    ``input_range``, or raise naming both ranges; undo its ``lru_cache`` on the network."""
+    ``input_range`` (and, when it records one, feed the features by ``preprocessing``), or raise
+    naming both; undo its ``lru_cache`` on the network."""
     net = cache.network
+    theirs = getattr(net, "preprocessing", None)
+    if preprocessing is not None and theirs is not None and theirs != preprocessing:
+        raise ValueError(
+            f"FeatureShare gives this InterpolatedFID a {type(net).__name__} with "
+            f"preprocessing={theirs!r}, but the metric runs preprocessing={preprocessing!r}: "
+            "its numbers would follow the other pipeline. Share a network only among metrics "
+            "with the same preprocessing."
+        )
     takes = network_input_range(net)
     if takes is not None and takes != tuple(input_range):
         raise ValueError(

@@ -11,6 +11,8 @@ import numbers
 from typing import Any
 
 from ifid_callback.functional.interpolation import INTERPOLATIONS
+from ifid_callback.metric_networks import feature_name
+from ifid_callback.preprocessing import check_preprocessing
 
 # What runs when neither an argument nor a preset says otherwise (the paper's main setting).
 DEFAULTS: dict[str, Any] = {
@@ -20,16 +22,20 @@ DEFAULTS: dict[str, Any] = {
     "pick": "uniform",
     "sample_posterior": False,
     "search_norm": None,
+    # None: the feature network's own ("standard" for feature="inception").
+    "preprocessing": None,
 }
 PRESETS: dict[str, dict[str, Any]] = {
     # The official protocol: posterior sample, top-10 neighbours, one picked with probability
-    # softmax(-MSE) (MSE per latent element, raw latents), slerp at alpha 0.5.
+    # softmax(-MSE) (MSE per latent element, raw latents), slerp at alpha 0.5, and the authors'
+    # path from decoder output to Inception input (no clamp, float, bilinear 299, 2x - 1).
     "paper": {
         "sample_posterior": True,
         "k": 10,
         "pick": "softmax_mse",
         "interpolation": "slerp",
         "alpha": 0.5,
+        "preprocessing": "official",
     },
 }
 _DISTANCES = ("cosine", "sqeuclidean")
@@ -48,6 +54,7 @@ def resolve_settings(
     sample_posterior: bool | None = None,
     distance: str | None = None,
     search_norm: str | None = None,
+    preprocessing: str | None = None,
 ) -> dict[str, Any]:
     """The protocol settings that run for these arguments (None: not given).
 
@@ -58,7 +65,8 @@ def resolve_settings(
 
     Returns:
         ``{"preset", "interpolation", "alpha", "k", "pick", "sample_posterior", "search_norm",
-        "distance"}``.
+        "preprocessing", "distance"}``; ``preprocessing`` is None unless given or set by the
+        preset (the feature network's own: ``"standard"`` for ``feature="inception"``).
 
     Raises:
         ValueError: unknown preset or values, or arguments that contradict the preset.
@@ -70,6 +78,7 @@ def resolve_settings(
         "pick": pick,
         "sample_posterior": sample_posterior,
         "search_norm": search_norm,
+        "preprocessing": preprocessing,
     }
     given = {key: value for key, value in given.items() if value is not None}
     settings = dict(DEFAULTS)
@@ -117,6 +126,8 @@ def resolve_settings(
             "'bn_channel' standardises latents per channel with the reference's statistics for "
             "the neighbour search and the pick weights; None searches the raw latents."
         )
+    if settings["preprocessing"] is not None:
+        check_preprocessing(settings["preprocessing"])
     return {"preset": preset, **settings, "distance": distance}
 
 
@@ -157,3 +168,22 @@ def check_options(
             "compute_rfid=True or drop lpips."
         )
     return low, high
+
+
+def describe(metric: Any) -> dict[str, Any]:
+    """The settings an :class:`~ifid_callback.metric.InterpolatedFID` runs with, as plain values
+    (for logs, hparams and JSON reports)."""
+    names = ("preset", "interpolation", "alpha", "k", "pick")
+    out: dict[str, Any] = {key: getattr(metric, key) for key in names}
+    out["sample_posterior"] = metric.vae.sample_posterior
+    for key in ("search_norm", "distance", "index", "seed", "compute_rfid"):
+        out[key] = getattr(metric, key)
+    out["input_range"] = list(metric.input_range)
+    out["reset_real_features"] = metric.reset_real_features
+    out["feature"] = feature_name(metric.feature_net)
+    out["preprocessing"] = metric.preprocessing
+    for key in ("uncertainty", "reconstruction_metrics", "kid", "precision_recall"):
+        out[key] = getattr(metric, key)
+    lpips = metric.extras["lpips"] if "lpips" in metric.extras else None
+    out["lpips"] = lpips.name if lpips is not None else None
+    return out

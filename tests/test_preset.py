@@ -119,7 +119,9 @@ def test_settings_record_what_runs():
     assert (paper.k, paper.pick, paper.vae.sample_posterior) == (10, "softmax_mse", True)
     plain = identity_metric(interpolation="linear")
     assert plain.settings["distance"] == "sqeuclidean" and plain.settings["k"] == 1
-    assert resolve_settings("paper") == expected
+    # The preset asks for the authors' preprocessing; a custom feature module does its own.
+    assert resolve_settings("paper") == {**expected, "preprocessing": "official"}
+    assert paper.settings["preprocessing"] is None
     json.dumps(paper.settings)  # a report can write them as they are
 
 

@@ -115,8 +115,11 @@ class IFIDMonitor:
         encode_fraction: fraction in (0, 1] of each batch re-encoded for ``"encode"``.
         exact_bank: keep the bank's source images and re-encode them at each index refresh.
         feature: ``"inception"`` or an ``nn.Module`` mapping images to (B, d) features.
-        interpolation, alpha, k, pick, index, distance, sample_posterior, search_norm: as in
-            :class:`~ifid_callback.metric.InterpolatedFID`.
+        interpolation, alpha, k, pick, index, distance, sample_posterior, search_norm,
+            preprocessing: as in :class:`~ifid_callback.metric.InterpolatedFID`. With
+            ``sample_posterior=True`` the bank should hold posterior samples as well (log
+            ``posterior.sample()``, or ``exact_bank=True``, which re-encodes with samples); the
+            metric warns when the bank's latents are on another scale than the queries'.
         input_range: (low, high) value range of the images.
         seed: seeds the evaluation subset, the metric's random choices and the subsampling.
         grid_rows: rows (evaluation images) in :meth:`render_grid`.
@@ -172,6 +175,7 @@ class IFIDMonitor:
         distance: str | None = None,
         sample_posterior: bool = False,
         search_norm: str | None = None,
+        preprocessing: str | None = None,
         input_range: tuple[float, float] = (-1.0, 1.0),
         seed: int = 0,
         grid_rows: int = 8,
@@ -206,6 +210,7 @@ class IFIDMonitor:
         settings = dict(feature=feature, interpolation=interpolation, alpha=alpha, k=k, pick=pick)
         settings.update(index=index, distance=distance, input_range=input_range, seed=seed)
         settings.update(sample_posterior=sample_posterior, search_norm=search_norm)
+        settings["preprocessing"] = preprocessing
         self.metric = build_metric(vae, encoder, decoder, settings, metric_options)
         self.metric.bank = self.collector.bank
         self.vae = vae
