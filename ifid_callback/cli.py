@@ -15,7 +15,7 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
     # the help texts name the values that run when neither an option nor a preset sets them.
     g.add_argument(
         "--interpolation",
-        choices=("slerp", "linear", "mask"),
+        choices=("slerp", "linear", "mask", "mask_top_half"),
         default=None,
         help="how a latent is mixed with its nearest neighbour (default: slerp)",
     )

@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--bank-size", type=int, default=4096, help="training latents kept in the rolling bank"
     )
     m.add_argument(
-        "--interpolation", choices=("slerp", "linear", "mask"), default="slerp", help="iFID mixing"
+        "--interpolation",
+        choices=("slerp", "linear", "mask", "mask_top_half"),
+        default="slerp",
+        help="iFID mixing",
     )
     m.add_argument("--alpha", type=float, default=0.5, help="iFID interpolation weight")
     m.add_argument(

@@ -81,3 +81,20 @@ def test_the_metric_accepts_it_by_name_with_the_cosine_search():
     metric.update(images)
     out = metric.compute()
     assert torch.isfinite(out["ifid"]) and float(out["ifid"]) > 0
+
+
+def test_every_interpolation_is_offered_by_the_commands():
+    from ifid_callback import cli, demo_args
+    from ifid_callback.functional.interpolation import INTERPOLATIONS
+
+    for parser in (cli.build_parser(), demo_args.build_parser()):
+        actions = [parser]
+        choices = set()
+        while actions:
+            item = actions.pop()
+            for action in getattr(item, "_actions", []):
+                if "--interpolation" in action.option_strings:
+                    choices = set(action.choices)
+                if hasattr(action, "choices") and isinstance(action.choices, dict):
+                    actions.extend(action.choices.values())  # subcommands
+        assert choices == set(INTERPOLATIONS)

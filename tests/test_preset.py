@@ -146,3 +146,15 @@ def test_ifid_eval_refuses_a_preset_with_contradicting_options(setup, capsys):  
     code = cli.main([*eval_args(setup), "--feature", SMOKE, "--preset", "paper", "--k", "3"])
     assert code == 2
     assert "preset='paper' sets k=10 but got k=3" in capsys.readouterr().err
+
+
+def test_ifid_eval_records_the_preprocessing_that_runs(setup, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "paper.json"
+    args = [*eval_args(setup), "--feature", SMOKE, "--no-progress", "--device", "cpu"]
+    assert cli.main([*args, "--preset", "paper", "--json", str(out)]) == 0
+    # A custom feature module does its own preprocessing: recorded as such, not as 'official'.
+    assert json.loads(out.read_text())["preprocessing"] is None
+    # Asking a custom module for the authors' preprocessing is refused, not ignored.
+    code = cli.main([*args, "--preprocessing", "official"])
+    assert code == 2
+    assert "does its own preprocessing" in capsys.readouterr().err
