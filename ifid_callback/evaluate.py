@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.metric import InterpolatedFID
+from ifid_callback.stats_cache import RealStatsSlot, loader_digest, resolve_stats_cache
 
 
 def images_of(batch: Any) -> Tensor:
@@ -46,6 +47,7 @@ def evaluate_vae(
     stream_reference: bool = False,
     memory_budget_bytes: int | None = None,
     exclude_self: bool = False,
+    real_stats_cache: Any = None,
     **metric_kwargs: Any,
 ) -> dict[str, float]:
     """Evaluate iFID and rFID of a VAE over a query loader.
@@ -71,6 +73,12 @@ def evaluate_vae(
             a reference set is refused, since every query would find itself (iFID = rFID).
         device: where the metric runs (default: the VAE's device, else CPU).
         progress: show tqdm progress bars.
+        real_stats_cache: keep the query images' real statistics on disk
+            (:mod:`~ifid_callback.stats_cache`): a directory, a ``StatsCache``, True (the
+            per-user default directory) or None (off). A later evaluation of the same images
+            with the same feature network and settings skips their feature pass. The images are
+            identified by their file bytes (an unshuffled loader over an ``ImageFolder``) or
+            else by their pixels (one extra pass over the loader); a shuffling loader is refused.
         **metric_kwargs: passed to :class:`InterpolatedFID` (feature, interpolation, alpha, k,
             index, preset, seed, uncertainty, reconstruction_metrics, kid, precision_recall, ...).
 
@@ -80,7 +88,8 @@ def evaluate_vae(
         ``"ikid"``, ``"rkid"``, ... with ``kid=True``; ``"iprecision"``, ``"irecall"`` with
         ``precision_recall=True``), and ``"num_images"``, ``"bank_size"``, ``"self_matches"``,
         ``"exclude_self"``: ``self_matches`` counts the queries whose pixels are also in the
-        reference set.
+        reference set; with ``real_stats_cache``, ``"real_stats_cached"`` (True when the real
+        statistics came from the cache).
 
     Raises:
         ValueError: the reference set contains query images and ``exclude_self`` is False.
@@ -91,6 +100,7 @@ def evaluate_vae(
     if device is None:
         device = metric.vae.device() or torch.device("cpu")
     metric = metric.to(device)
+    slot = _real_stats_slot(real_stats_cache, metric, query_loader, max_images)
     bank = None
     # Reference images by content (digest -> id of the row with those pixels), to find queries
     # that are in the reference set.
@@ -151,11 +161,27 @@ def evaluate_vae(
             break
     bar.close()
     result = {key: float(value) for key, value in metric.compute().items()}
+    if slot is not None:
+        slot.store(metric.real_statistics(per_image=slot.need_rows))
+        result["real_stats_cached"] = slot.hit
     result["num_images"] = seen
     result["bank_size"] = bank_size if reference_loader is not None else seen
     result["self_matches"] = self_matches
     result["exclude_self"] = bool(exclude_self)
     return result
+
+
+def _real_stats_slot(spec: Any, metric: InterpolatedFID, loader: Any, max_images: int | None):
+    """The query images' cache entry, installed in ``metric`` when present; None without a
+    cache."""
+    cache = resolve_stats_cache(spec)
+    if cache is None:
+        return None
+    content, count = loader_digest(loader, images_of, max_images)
+    # evaluate_vae gives the queries the positions 0, 1, ... in loader order.
+    slot = RealStatsSlot(cache, metric, content, count, order="loader order")
+    slot.install()
+    return slot
 
 
 def _encode_reference(metric, loader, device, capacity, dtype, progress, contents) -> LatentBank:
