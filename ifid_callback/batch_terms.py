@@ -21,7 +21,7 @@ def update_terms(
     bank = metric.reference.bank
     if bank is not None and len(bank):
         check_latents_fit_bank(tuple(images.shape[-2:]), tuple(z.shape[1:]), bank.latent_shape)
-    new: dict[str, Tensor] = {}
+    new: dict[str, Tensor] = latent_terms(metric, z, images)
     rows: dict[str, Tensor] = {}
     need_rows = metric._per_image and not metric._rows_cached
     if not metric._real_cached or need_rows:
@@ -87,3 +87,19 @@ def decoded_terms(
             if extra.scores_reconstructions:
                 sums.update(extra.score(recon, targets))
     return sums, rows
+
+
+def latent_terms(metric: Any, z: Tensor, images: Tensor) -> dict[str, Tensor]:
+    """The scores of the extras that look at the query latents ``z`` (the iFID encode)."""
+    scorers = [extra for extra in metric.extras.values() if extra.scores_latents]
+    if not scorers:
+        return {}
+    targets = images.detach().clamp(*metric.input_range)
+
+    def decode(latents: Tensor) -> Tensor:
+        return step.decode(metric.vae, latents, images.shape[1], metric.input_range)
+
+    sums: dict[str, Tensor] = {}
+    for extra in scorers:
+        sums.update(extra.score_latents(z, targets, decode))
+    return sums

@@ -116,6 +116,11 @@ class InterpolatedFID(Metric):
             recall of the interpolants. Needs >= 4 queries.
         lpips: ``"lpips"`` of the reconstructions: a module or callable (recon, images) ->
             (B,), or True for the standard LPIPS from local files only (never downloaded).
+        latent_spectrum: ``"latent_hf_energy"``: the fraction of the query latents' energy at or
+            above half the Nyquist frequency (2-D DCT per channel), from the iFID encode.
+        equivariance: ``"equivariance_error"``: EQ-VAE's scale-equivariance error, the relative
+            MSE of the decoded 2x-pooled query latents against the 2x-pooled images (one more
+            decode, of latents a quarter the size).
 
     Example:
         >>> metric = InterpolatedFID(vae=vae, bank=bank)  # doctest: +SKIP
@@ -160,6 +165,8 @@ class InterpolatedFID(Metric):
         kid: bool = False,
         precision_recall: bool = False,
         lpips: bool | torch.nn.Module | Callable[[Tensor, Tensor], Tensor] | None = None,
+        latent_spectrum: bool = False,
+        equivariance: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -169,6 +176,7 @@ class InterpolatedFID(Metric):
         settings = resolve_settings(preset, **given)
         switches = dict(uncertainty=uncertainty, reconstruction_metrics=reconstruction_metrics)
         switches.update(kid=kid, precision_recall=precision_recall)
+        switches.update(latent_spectrum=latent_spectrum, equivariance=equivariance)
         self.input_range = check_options(
             input_range=input_range,
             reset_real_features=reset_real_features,

@@ -184,6 +184,8 @@ def describe(metric: Any) -> dict[str, Any]:
     out["preprocessing"] = metric.preprocessing
     for key in ("uncertainty", "reconstruction_metrics", "kid", "precision_recall"):
         out[key] = getattr(metric, key)
+    for key in ("latent_spectrum", "equivariance"):
+        out[key] = key in metric.extras
     lpips = metric.extras["lpips"] if "lpips" in metric.extras else None
     out["lpips"] = lpips.name if lpips is not None else None
     return out

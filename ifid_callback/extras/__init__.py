@@ -8,7 +8,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from ifid_callback.extras.base import Extra, PairedRows
+from ifid_callback.extras.equivariance import ScaleEquivariance
 from ifid_callback.extras.kid import KernelDistance
+from ifid_callback.extras.latent_spectrum import LatentSpectrum
 from ifid_callback.extras.lpips import PerceptualDistance
 from ifid_callback.extras.precision_recall import ManifoldPrecisionRecall
 from ifid_callback.extras.reconstruction import ReconstructionScores
@@ -29,7 +31,8 @@ def build_extras(
 
     Args:
         switches: ``{"uncertainty", "reconstruction_metrics", "kid", "precision_recall"}``
-            booleans (the metric's arguments of those names).
+            booleans (the metric's arguments of those names), optionally ``"latent_spectrum"``
+            and ``"equivariance"`` (off when absent).
         lpips: the metric's ``lpips`` argument (see :func:`~ifid_callback.perceptual.resolve_lpips`).
         input_range: (low, high) of the images.
         seed: the metric's seed (KID's subsets).
@@ -47,4 +50,8 @@ def build_extras(
         extras["kid"] = KernelDistance(seed)
     if switches["precision_recall"]:
         extras["precision_recall"] = ManifoldPrecisionRecall()
+    if switches.get("latent_spectrum", False):
+        extras["latent_spectrum"] = LatentSpectrum()
+    if switches.get("equivariance", False):
+        extras["equivariance"] = ScaleEquivariance()
     return nn.ModuleDict(extras)

@@ -8,7 +8,7 @@ over ranks) or works on the per-image feature rows that the metric keeps for all
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -38,11 +38,13 @@ class Extra(nn.Module):
         key: the constructor argument of ``InterpolatedFID`` that turns it on.
         uses_rows: needs the per-image feature rows at compute.
         scores_reconstructions: scores each batch's reconstructions against the query images.
+        scores_latents: scores each batch's query latents (the encode done for iFID).
     """
 
     key = ""
     uses_rows = False
     scores_reconstructions = False
+    scores_latents = False
 
     def states(self) -> dict[str, Tensor]:
         """Its metric states, name -> default tensor (all reduced by sum)."""
@@ -51,6 +53,14 @@ class Extra(nn.Module):
     def score(self, reconstructions: Tensor, images: Tensor) -> dict[str, Tensor]:
         """Increments of its states for one batch: reconstructions and the query images, both
         (B, C, H, W) in the metric's input range (images clamped to it)."""
+        return {}
+
+    def score_latents(
+        self, latents: Tensor, images: Tensor, decode: Callable[[Tensor], Tensor]
+    ) -> dict[str, Tensor]:
+        """Increments of its states for one batch: the query latents (B, ...) as encoded for iFID,
+        the query images (B, C, H, W) in the metric's input range, and the metric's decoder
+        (latents -> images, checked and clamped to the input range)."""
         return {}
 
     def compute(self, state: Mapping[str, Tensor], rows: PairedRows | None) -> dict[str, Tensor]:

@@ -136,6 +136,8 @@ class IFIDMonitor:
             "precision_recall": ..., "lpips": ...}`` (see
             :class:`~ifid_callback.metric.InterpolatedFID`; default: standard errors and
             PSNR/SSIM/MSE on, KID, precision/recall and LPIPS off; ``"lpips"`` takes a module).
+            Companion predictors from the same encode, off by default: ``"latent_spectrum"``
+            logs ``latent_hf_energy``, ``"equivariance"`` logs ``equivariance_error``.
 
     Example:
         >>> monitor = IFIDMonitor(vae, eval_images=val_images, eval_every_n_steps=1000)  # doctest: +SKIP

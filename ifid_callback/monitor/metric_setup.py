@@ -12,7 +12,15 @@ from ifid_callback.metric import InterpolatedFID
 __all__ = ["METRIC_OPTIONS", "build_metric", "check_extra_vaes", "check_metric_options"]
 
 # The metric's extras a monitor passes through (``metric_options``).
-METRIC_OPTIONS = ("uncertainty", "reconstruction_metrics", "kid", "precision_recall", "lpips")
+METRIC_OPTIONS = (
+    "uncertainty",
+    "reconstruction_metrics",
+    "kid",
+    "precision_recall",
+    "lpips",
+    "latent_spectrum",
+    "equivariance",
+)
 
 
 def check_metric_options(metric_options: Mapping[str, Any] | None) -> dict[str, Any]:
