@@ -181,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", type=Path, default=None, help="also write the results to this JSON file"
     )
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ev.add_argument(
+        "--stats-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory of cached real-image statistics, keyed by the images' bytes, the feature "
+        "network and the settings (default: $IFID_STATS_CACHE, else "
+        "$XDG_CACHE_HOME/ifid_callback/stats, i.e. ~/.cache/ifid_callback/stats)",
+    )
+    ev.add_argument(
+        "--no-stats-cache",
+        action="store_true",
+        help="compute the query images' statistics afresh and store nothing",
+    )
     _add_metric_options(ev)
 
     # `ifid demo ...` is dispatched to the demo's own parser before this one runs (see main), so
@@ -261,6 +275,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
         device=device,
         progress=not args.no_progress,
         exclude_self=args.exclude_self,
+        real_stats_cache=False if args.no_stats_cache else (args.stats_cache or True),
         stream_reference=args.stream_reference and reference is not None,
         memory_budget_bytes=(
             int(args.memory_budget_gb * 2**30) if args.memory_budget_gb is not None else None

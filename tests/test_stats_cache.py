@@ -3,6 +3,8 @@ network or a setting misses, writes are atomic, ADM .npz files round-trip."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,28 @@ def test_default_directory_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("IFID_STATS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "ifid_callback" / "stats"
+
+
+def test_ifid_eval_caches_by_default_in_the_cache_directory(tmp_path, monkeypatch):
+    from ifid_callback import cli
+    from tests.test_cli import SMOKE, save_patches, save_tiny_autoencoder
+
+    vae, images = save_tiny_autoencoder(tmp_path / "vae"), save_patches(tmp_path / "img", 8)
+    default = tmp_path / "default-cache"
+    monkeypatch.setenv("IFID_STATS_CACHE", str(default))
+
+    def ifid_eval(*extra):
+        out = tmp_path / "out.json"
+        argv = ["eval", "--vae", str(vae), "--images", str(images), "--feature", SMOKE]
+        assert cli.main([*argv, "--no-progress", "--json", str(out), *extra]) == 0
+        return json.loads(out.read_text())
+
+    off = ifid_eval("--no-stats-cache")
+    assert "real_stats_cached" not in off and not default.exists()
+    first, second = ifid_eval(), ifid_eval()
+    assert (first["real_stats_cached"], second["real_stats_cached"]) == (False, True)
+    assert second["ifid"] == off["ifid"] and second["rfid"] == off["rfid"]
+    assert len(entries(default)) == 1
+    explicit = tmp_path / "explicit"
+    assert ifid_eval("--stats-cache", str(explicit))["real_stats_cached"] is False
+    assert len(entries(explicit)) == 1
