@@ -1,0 +1,264 @@
+"""The natural family's primary test and its power, before the run.
+
+:func:`ragged_paired_difference` is the pre-registered primary test: a paired bootstrap of
+``corr(iFID, gFID) - corr(rFID, gFID)`` over VAEs, each resample redrawing the VAEs with
+replacement and, within each drawn VAE, its own probe seeds with replacement (VAEs may have
+different numbers of probe seeds: one for most, two for a random third). :func:`simulate_power`
+runs that test on simulated families whose noise is the measured one, and
+:func:`measured_noise` reads that noise off a committed study's ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .stats import PairedDifference, correlation
+
+__all__ = [
+    "MeasuredNoise",
+    "measured_noise",
+    "ragged_paired_difference",
+    "seed_counts_for",
+    "simulate_power",
+]
+
+
+def _ranks(m: np.ndarray) -> np.ndarray:
+    import scipy.stats
+
+    return scipy.stats.rankdata(m, axis=-1)
+
+
+def _rowwise_corr(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    xc = xs - xs.mean(axis=-1, keepdims=True)
+    yc = ys - ys.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc * yc).sum(-1) / np.sqrt((xc**2).sum(-1) * (yc**2).sum(-1))
+
+
+def _padded(y_seeds: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, max seeds)`` values padded with NaN, and the seed count of each row."""
+    counts = np.array([len(v) for v in y_seeds], dtype=np.int64)
+    if counts.size == 0 or counts.min() < 1:
+        raise ValueError(
+            f"every VAE needs at least one probe seed's gFID, got counts {counts.tolist()}"
+        )
+    padded = np.full((counts.size, int(counts.max())), np.nan)
+    for i, values in enumerate(y_seeds):
+        padded[i, : len(values)] = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(padded[np.arange(padded.shape[1]) < counts[:, None]]).all():
+        raise ValueError("per-seed gFIDs must be finite; drop or rerun the VAE whose probe failed")
+    return padded, counts
+
+
+def _resampled_means(
+    padded: np.ndarray, counts: np.ndarray, idx: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """(R, n) seed means of the drawn VAEs ``idx`` (R, n), their seeds redrawn with replacement."""
+    c = counts[idx]
+    slots = padded.shape[1]
+    pick = np.floor(rng.random((*idx.shape, slots)) * c[..., None]).astype(np.int64)
+    values = padded[idx[..., None], pick]
+    used = np.arange(slots) < c[..., None]
+    return np.where(used, values, 0.0).sum(-1) / c
+
+
+def ragged_paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    y_seeds: Sequence[Sequence[float]],
+    method: str = "spearman",
+    *,
+    num_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Paired bootstrap of ``corr(a, y) - corr(b, y)``, ``y`` each VAE's mean over its seeds.
+
+    Args:
+        a, b: (n,) the two predictors (e.g. iFID and rFID), one value per VAE.
+        y_seeds: n lists of per-probe-seed targets (gFID), each of length >= 1.
+        method: ``"spearman"`` (the primary) or ``"pearson"``.
+        num_resamples, confidence, seed: bootstrap settings (percentile interval).
+    """
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    padded, counts = _padded(y_seeds)
+    if not xa.shape == xb.shape == counts.shape or xa.size < 3:
+        raise ValueError(
+            f"a, b and y_seeds need one entry per VAE (at least 3), got {xa.size}, {xb.size} and "
+            f"{counts.size}"
+        )
+    y = np.nanmean(padded, axis=1)
+    ca, cb = correlation(xa, y, method), correlation(xb, y, method)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, xa.size, size=(num_resamples, xa.size))
+    ys, as_, bs = _resampled_means(padded, counts, idx, rng), xa[idx], xb[idx]
+    if method == "spearman":
+        as_, bs, ys = _ranks(as_), _ranks(bs), _ranks(ys)
+    d = _rowwise_corr(as_, ys) - _rowwise_corr(bs, ys)
+    d = d[np.isfinite(d)]
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(d, [tail, 1.0 - tail]) if d.size else (math.nan, math.nan)
+    return PairedDifference(
+        method,
+        ca,
+        cb,
+        ca - cb,
+        float(low),
+        float(high),
+        float((d > 0).mean()) if d.size else math.nan,
+        int(xa.size),
+        int(d.size),
+        True,
+    )
+
+
+def seed_counts_for(n: int, second_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """(n,) probe seeds per VAE: 2 for a random ``round(second_fraction * n)`` of them, else 1."""
+    counts = np.ones(n, dtype=np.int64)
+    counts[rng.permutation(n)[: int(round(second_fraction * n))]] = 2
+    return counts
+
+
+def _pearson_of_spearman(rho: float) -> float:
+    """The Pearson correlation of a bivariate normal whose Spearman correlation is ``rho``."""
+    return 2.0 * math.sin(math.pi * rho / 6.0)
+
+
+def _simulated_family(
+    n: int,
+    rho_a: float,
+    rho_b: float,
+    rho_ab: float,
+    sigma_between: float,
+    sigma_seed: float,
+    counts: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    r = [_pearson_of_spearman(v) for v in (rho_a, rho_b, rho_ab)]
+    cov = np.array([[1.0, r[2], r[0]], [r[2], 1.0, r[1]], [r[0], r[1], 1.0]])
+    if np.linalg.eigvalsh(cov).min() <= 0:
+        raise ValueError(
+            f"Spearman correlations a-y {rho_a}, b-y {rho_b}, a-b {rho_ab} are not jointly "
+            "possible; lower |rho_ab| or move rho_a and rho_b closer together."
+        )
+    draws = rng.multivariate_normal(np.zeros(3), cov, size=n)
+    true_gfid = sigma_between * draws[:, 2]
+    seeds = [true_gfid[i] + sigma_seed * rng.standard_normal(int(c)) for i, c in enumerate(counts)]
+    return draws[:, 0], draws[:, 1], seeds
+
+
+def simulate_power(
+    n: int,
+    *,
+    rho_a: float,
+    rho_b: float,
+    rho_ab: float,
+    sigma_between: float,
+    sigma_seed: float,
+    second_seed_fraction: float = 1.0 / 3.0,
+    simulations: int = 400,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Power of :func:`ragged_paired_difference` (Spearman) to find ``rho_a > rho_b``.
+
+    Each simulated family has ``n`` VAEs: predictors ``a``, ``b`` and the VAEs' true (noise-free,
+    mean over infinitely many probe seeds) gFIDs are jointly normal with Spearman correlations
+    ``rho_a`` (a with gFID), ``rho_b`` (b with gFID) and ``rho_ab``; true gFIDs have std
+    ``sigma_between`` (FID units); each probe seed adds independent noise of std ``sigma_seed``;
+    a random ``second_seed_fraction`` of the VAEs get two seeds. A family counts as a detection
+    when the lower end of the ``confidence`` interval is above 0.
+
+    Returns:
+        ``{"power", "mean_difference", "simulations"}``: the detection rate, and the mean
+        observed Spearman difference (below ``rho_a - rho_b`` by the attenuation of noisy gFIDs).
+    """
+    rng = np.random.default_rng(seed)
+    hits, diffs = 0, []
+    for _ in range(simulations):
+        counts = seed_counts_for(n, second_seed_fraction, rng)
+        a, b, seeds = _simulated_family(
+            n, rho_a, rho_b, rho_ab, sigma_between, sigma_seed, counts, rng
+        )
+        result = ragged_paired_difference(
+            a,
+            b,
+            seeds,
+            "spearman",
+            num_resamples=num_resamples,
+            confidence=confidence,
+            seed=int(rng.integers(2**31)),
+        )
+        hits += bool(result.low > 0)
+        diffs.append(result.difference)
+    return {
+        "power": hits / simulations,
+        "mean_difference": float(np.nanmean(diffs)),
+        "simulations": simulations,
+    }
+
+
+@dataclass(frozen=True)
+class MeasuredNoise:
+    """Noise measured on a committed study's group of VAEs (FID units unless noted).
+
+    Attributes:
+        group, n: the group and its number of VAEs.
+        sigma_seed: std of one probe seed's gFID around its VAE's mean (pooled within VAEs).
+        sigma_between_observed: std across VAEs of the per-VAE mean gFID.
+        sigma_between: the same without the seed noise in the means (the true spread).
+        seeds_per_vae: probe seeds per VAE in that study.
+        num_samples: generated samples per gFID in that study.
+        rho_ifid_rfid: Spearman correlation of iFID and rFID across the group's VAEs.
+    """
+
+    group: str
+    n: int
+    sigma_seed: float
+    sigma_between_observed: float
+    sigma_between: float
+    seeds_per_vae: int
+    num_samples: int
+    rho_ifid_rfid: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measured_noise(results_json: str | os.PathLike, group: str = "A") -> MeasuredNoise:
+    """The gFID noise of ``group`` in a study's ``results.json`` (rows with >= 2 probe seeds)."""
+    data = json.loads(open(results_json).read())
+    groups = data["config"]["groups"]
+    if group not in groups:
+        raise ValueError(f"no group {group!r} in {results_json}; groups: {sorted(groups)}")
+    rows = {r["name"]: r for r in data["vaes"]}
+    members = [rows[name] for name in groups[group]]
+    seeds = np.array([r["gfid_seeds"] for r in members], dtype=np.float64)
+    if seeds.ndim != 2 or seeds.shape[1] < 2:
+        raise ValueError(f"group {group!r} needs >= 2 probe seeds per VAE, got {seeds.shape}")
+    sigma_seed = float(np.sqrt(np.var(seeds, axis=1, ddof=1).mean()))
+    observed = float(seeds.mean(axis=1).std(ddof=1))
+    true_var = observed**2 - sigma_seed**2 / seeds.shape[1]
+    ifid = [r["ifid"] for r in members]
+    rfid = [r["rfid"] for r in members]
+    return MeasuredNoise(
+        group=group,
+        n=len(members),
+        sigma_seed=sigma_seed,
+        sigma_between_observed=observed,
+        sigma_between=float(math.sqrt(max(true_var, 0.0))),
+        seeds_per_vae=int(seeds.shape[1]),
+        num_samples=int(data["config"]["num_samples"]),
+        rho_ifid_rfid=correlation(ifid, rfid, "spearman"),
+    )
