@@ -1,4 +1,4 @@
-"""A fixed-capacity FIFO bank of flattened latents, each row with an id."""
+"""A fixed-capacity FIFO bank of flattened latents, each row with an id and its insertion step."""
 
 from __future__ import annotations
 
@@ -26,6 +26,35 @@ def _resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, str) and dtype in _STORAGE_DTYPES:
         return _STORAGE_DTYPES[dtype]
     raise ValueError(f"dtype must be one of fp32, fp16, bf16 (or the torch dtypes), got {dtype!r}.")
+
+
+#: The insertion step of a row added without one (``add(..., step=None)``, older checkpoints).
+UNKNOWN_STEP = -1
+
+
+def _as_steps(step: int | Tensor | None, batch: int) -> Tensor:
+    """(batch,) int64 insertion steps from ``step``: an int >= 0, a (batch,) tensor of them, or
+    None (:data:`UNKNOWN_STEP`)."""
+    if step is None:
+        return torch.full((batch,), UNKNOWN_STEP, dtype=torch.long)
+    if isinstance(step, Tensor):
+        steps = step.detach().reshape(-1).cpu()
+        if steps.dtype.is_floating_point or steps.dtype == torch.bool or steps.numel() != batch:
+            raise ValueError(
+                f"step must be an int or a ({batch},) integer tensor (one step per latent), got "
+                f"dtype {steps.dtype} with {steps.numel()} values."
+            )
+        steps, lowest = steps.to(torch.long), UNKNOWN_STEP  # a restored row may be unknown
+    elif isinstance(step, int) and not isinstance(step, bool):
+        steps, lowest = torch.full((batch,), step, dtype=torch.long), 0
+    else:
+        raise TypeError(f"step must be an int (the training step) or None, got {step!r}.")
+    if len(steps) and int(steps.min()) < lowest:
+        raise ValueError(
+            f"step must be >= 0 (the global training step), got {int(steps.min())}; pass "
+            "step=None when the step is not known."
+        )
+    return steps
 
 
 class BankRows:
@@ -86,7 +115,9 @@ class LatentBank:
     buffer of ``capacity`` rows: once full, each new row replaces the oldest one, so the bank is
     never staler than the last ``capacity`` insertions. Every row carries an int64 id (given by
     the caller, e.g. a dataset index, or numbered automatically) so that a query can be kept
-    from matching itself by id rather than by distance.
+    from matching itself by id rather than by distance, and the training step at which it was
+    inserted (:attr:`steps`; :data:`UNKNOWN_STEP` when not given), so that the age of the
+    neighbours an evaluation used can be told.
 
     Args:
         capacity: maximum number of rows kept (>= 1).
@@ -114,6 +145,7 @@ class LatentBank:
         self.latent_shape: tuple[int, ...] | None = None
         self._vectors: Tensor | None = None
         self._ids: Tensor | None = None
+        self._steps: Tensor | None = None
         self._size = 0
         self._cursor = 0
         # Automatic ids are >= this: above every id issued, given or restored so far.
@@ -194,6 +226,14 @@ class LatentBank:
             return torch.empty(0, dtype=torch.long, device=self.device)
         return self._ids[: self._size]
 
+    @property
+    def steps(self) -> Tensor:
+        """Training step at which each row was inserted, shape (len(bank),), int64 on the CPU,
+        aligned with :attr:`vectors`; :data:`UNKNOWN_STEP` (-1) where none was given."""
+        if self._steps is None:
+            return torch.empty(0, dtype=torch.long)
+        return self._steps[: self._size]
+
     def latents(self) -> Tensor:
         """Stored rows reshaped to the latent shape, (len(bank), *latent_shape)."""
         if self.latent_shape is None:
@@ -201,13 +241,16 @@ class LatentBank:
         return self.vectors.reshape(len(self), *self.latent_shape)
 
     def memory_bytes(self) -> int:
-        """Bytes held by the row storage (allocated for the full capacity on first add)."""
+        """Bytes held by the row storage and ids on the bank's device (allocated for the full
+        capacity on first add); the insertion steps add 8 bytes per row on the CPU."""
         if self._vectors is None:
             return 0
         return self._vectors.numel() * self._vectors.element_size() + self._ids.numel() * 8
 
     # ------------------------------------------------------------------ updates
-    def add(self, latents: Tensor, ids: Tensor | None = None) -> Tensor:
+    def add(
+        self, latents: Tensor, ids: Tensor | None = None, step: int | Tensor | None = None
+    ) -> Tensor:
         """Insert a batch of latents, overwriting the oldest rows once full.
 
         Args:
@@ -216,6 +259,8 @@ class LatentBank:
                 rank takes ids ``q * world_size + rank`` (so ranks never collide) above every id
                 this bank has issued, been given or restored, so they stay unique after a resume
                 on any world size.
+            step: the global training step of this batch (int >= 0), or a (B,) tensor of one
+                step per latent; None: unknown (:data:`UNKNOWN_STEP`).
 
         Returns:
             The (B,) int64 ids of the inserted rows.
@@ -252,6 +297,7 @@ class LatentBank:
                     f"got {new_ids.numel()} ids for {batch} latents; pass one id per latent."
                 )
             new_ids = new_ids.to(torch.long)
+        new_steps = _as_steps(step, batch)
         next_id = max(self._next_id, int(new_ids.max()) + 1)
         # All checks passed: from here on the bank changes.
         if self._vectors is None:
@@ -260,16 +306,19 @@ class LatentBank:
                 self.capacity, flat.shape[1], dtype=self.dtype, device=self.device
             )
             self._ids = torch.empty(self.capacity, dtype=torch.long, device=self.device)
+            self._steps = torch.empty(self.capacity, dtype=torch.long)
         flat = flat.to(self.device, self.dtype)
         new_ids_dev = new_ids.to(self.device)
         if batch >= self.capacity:  # only the newest `capacity` rows survive
             flat, new_ids_dev = flat[-self.capacity :], new_ids_dev[-self.capacity :]
+            new_steps = new_steps[-self.capacity :]
         n = flat.shape[0]
         pos = (self._cursor + torch.arange(n, device=self.device)) % self.capacity
         for snap in list(self._snapshots):
             snap._preserve(pos)
         self._vectors[pos] = flat
         self._ids[pos] = new_ids_dev
+        self._steps[pos.cpu()] = new_steps
         self._cursor = (self._cursor + n) % self.capacity
         self._size = min(self.capacity, self._size + n)
         self._next_id = next_id
@@ -279,23 +328,25 @@ class LatentBank:
     def clear(self) -> None:
         """Remove all rows (capacity, dtype and device are kept)."""
         self.latent_shape = None
-        self._vectors = self._ids = None  # snapshots keep the old storage; it is never written
+        self._vectors = self._ids = self._steps = None  # snapshots keep the old storage
         self._snapshots = weakref.WeakSet()
         self._size = self._cursor = 0
         self._changed(replaced=True)
 
     # ------------------------------------------------------------------ distributed
-    def gather(self) -> tuple[Tensor, Tensor]:
-        """Rows and ids of the banks of all ranks, concatenated in rank order.
+    def gather(self, with_steps: bool = False) -> tuple[Tensor, ...]:
+        """Rows and ids (and insertion steps) of the banks of all ranks, in rank order.
 
         Without an initialised process group this returns this bank's own rows. Banks may hold
         different numbers of rows on different ranks. Collective: every rank must call it.
 
         Returns:
-            ``(vectors (N_total, dim), ids (N_total,))`` on this bank's device.
+            ``(vectors (N_total, dim), ids (N_total,))`` on this bank's device, and with
+            ``with_steps`` the rows' ``steps (N_total,)`` int64 on the CPU.
         """
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self.vectors.clone(), self.ids.clone()
+            own = (self.vectors.clone(), self.ids.clone())
+            return (*own, self.steps.clone()) if with_steps else own
         if self.dim is None:
             raise ValueError("Cannot gather an empty bank: add latents on every rank first.")
         world = torch.distributed.get_world_size()
@@ -315,11 +366,19 @@ class LatentBank:
         torch.distributed.all_gather(idxs, idx)
         out_v = torch.cat([v[: int(s)] for v, s in zip(vecs, sizes)]).to(self.device, self.dtype)
         out_i = torch.cat([i[: int(s)] for i, s in zip(idxs, sizes)]).to(self.device)
-        return out_v, out_i
+        if not with_steps:
+            return out_v, out_i
+        stp = torch.zeros(max_size, dtype=torch.long, device=comm)
+        stp[: len(self)] = self.steps.to(comm)
+        stps = [torch.zeros_like(stp) for _ in range(world)]
+        torch.distributed.all_gather(stps, stp)
+        out_s = torch.cat([t[: int(s)] for t, s in zip(stps, sizes)]).cpu()
+        return out_v, out_i, out_s
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: rows in insertion order, ids and counters (CPU tensors)."""
+        """Everything needed to resume: rows in insertion order, ids, insertion steps and
+        counters (CPU tensors)."""
         order = self._insertion_order()
         return {
             "capacity": self.capacity,
@@ -327,12 +386,14 @@ class LatentBank:
             "latent_shape": list(self.latent_shape) if self.latent_shape is not None else None,
             "vectors": self.vectors[order].cpu() if len(self) else torch.empty(0),
             "ids": self.ids[order].cpu() if len(self) else torch.empty(0, dtype=torch.long),
+            "steps": self.steps[order.cpu()] if len(self) else torch.empty(0, dtype=torch.long),
             "next_id": self._next_id,
             "version": self.version,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; the capacity of ``state`` replaces this bank's."""
+        """Restore from :meth:`state_dict`; the capacity of ``state`` replaces this bank's.
+        States saved before rows had steps load with :data:`UNKNOWN_STEP` for every row."""
         missing = {"capacity", "vectors", "ids"} - set(state)
         if missing:
             raise ValueError(f"LatentBank state is missing keys {sorted(missing)}.")
@@ -340,9 +401,16 @@ class LatentBank:
         dtype = _resolve_dtype(state.get("dtype", "float32"))
         vectors, ids = state["vectors"], state["ids"]
         shape = state.get("latent_shape")
+        steps = state.get("steps")
+        if steps is not None and len(steps) != len(ids):
+            raise ValueError(
+                f"LatentBank state has {len(steps)} steps for {len(ids)} rows; save it again "
+                "with state_dict(), or drop 'steps' to load the rows with unknown steps."
+            )
         fresh = LatentBank(capacity, dtype, self.device)
         if len(ids):
-            fresh.add(vectors.reshape(len(ids), *(shape or [vectors.shape[1]])), ids=ids)
+            rows = vectors.reshape(len(ids), *(shape or [vectors.shape[1]]))
+            fresh.add(rows, ids=ids, step=torch.as_tensor(steps) if steps is not None else None)
         # Above every restored id too: states saved on another world size (or before this rule)
         # may hold a counter below ids that other ranks issued.
         fresh._next_id = max(
