@@ -21,7 +21,9 @@ class StudyConfig:
             diffusers directory or hub id, or ``"package.module:factory"``.
         out_dir: where every cached file and the report go.
         names: display names (default: derived from the specs, see :func:`vae_name`).
-        train_data: ``"embedded"`` (the embedded photo patches, train split) or an image folder;
+        train_data: ``"embedded"`` (the embedded photo patches, train split), ``"digits"``,
+            ``"glyphs[:N]"`` / ``"glyphs-rgb[:N]"`` (N glyphs rendered from matplotlib's fonts,
+            :class:`~ifid_callback.embedded_glyphs.EmbeddedGlyphs`) or an image folder;
             the probe is trained on these latents, and the gFID reference / IRS bank is drawn
             from these images.
         eval_data: ``"embedded"`` (val split) or an image folder of held-out images for rFID,

@@ -1,5 +1,5 @@
-"""The images of a study: a data spec (``"embedded"``, ``"digits"`` or an image folder) as a seeded
-subset of images only, and the DataLoader that streams it in order."""
+"""The images of a study: a data spec (``"embedded"``, ``"digits"``, ``"glyphs[:N]"`` or an image
+folder) as a seeded subset of images only, and the DataLoader that streams it in order."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .study_config import StudyConfig
 
-__all__ = ["ImagesOnly", "study_dataset", "study_loader"]
+__all__ = ["ImagesOnly", "glyphs_dataset", "study_dataset", "study_loader"]
 
 
 class ImagesOnly(Dataset):
@@ -29,11 +29,32 @@ class ImagesOnly(Dataset):
         return images_of(self.dataset[index])
 
 
+def glyphs_dataset(spec: str, split: str, size: int, limit: int | None) -> Dataset:
+    """``"glyphs[:N]"`` (white ink on black) or ``"glyphs-rgb[:N]"`` (random colours): N
+    training glyphs (default 10,000; the reference is drawn from them), and ``limit`` (default
+    1,000) held-out ``"val"`` glyphs (see :class:`~ifid_callback.embedded_glyphs.EmbeddedGlyphs`)."""
+    from ..embedded_glyphs import EmbeddedGlyphs
+
+    kind, _, count = spec.partition(":")
+    try:
+        num = int(count) if count else 10_000
+    except ValueError:
+        num = 0
+    if num < 1:
+        raise ValueError(f"glyph data is 'glyphs' or 'glyphs:N' with N >= 1, got {spec!r}")
+    channels = 3 if kind == "glyphs-rgb" else 1
+    if split != "train":
+        num = limit if limit is not None else 1000
+    return EmbeddedGlyphs(split=split, num=num, size=size, channels=channels)
+
+
 def study_dataset(spec: str, split: str, size: int, limit: int | None, seed: int) -> Dataset:
-    if spec == "embedded":
+    if spec.partition(":")[0] in ("glyphs", "glyphs-rgb"):
+        base: Dataset = glyphs_dataset(spec, split, size, limit)
+    elif spec == "embedded":
         from ..data import EmbeddedPatches
 
-        base: Dataset = EmbeddedPatches(split=split, size=size)
+        base = EmbeddedPatches(split=split, size=size)
     elif spec == "digits":
         from ..data import EmbeddedDigits
 
@@ -44,7 +65,10 @@ def study_dataset(spec: str, split: str, size: int, limit: int | None, seed: int
         from ..data import ImageFolder
 
         if not Path(spec).is_dir():
-            raise ValueError(f"data must be 'embedded', 'digits' or an image folder, got {spec!r}")
+            raise ValueError(
+                f"data must be 'embedded', 'digits', 'glyphs[:N]', 'glyphs-rgb[:N]' or an image "
+                f"folder, got {spec!r}"
+            )
         base = ImageFolder(spec, size=size)
     n = len(base)  # type: ignore[arg-type]
     if limit is not None and limit < n:
