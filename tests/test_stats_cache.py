@@ -220,3 +220,34 @@ def test_ifid_eval_caches_by_default_in_the_cache_directory(tmp_path, monkeypatc
     explicit = tmp_path / "explicit"
     assert ifid_eval("--stats-cache", str(explicit))["real_stats_cached"] is False
     assert len(entries(explicit)) == 1
+
+
+def test_a_new_monitor_on_the_same_images_reads_the_cache_at_its_first_evaluation(tmp_path):
+    from ifid_callback.monitor import IFIDMonitor
+    from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
+
+    size = 16
+    eval_images = smooth_images(16, 3, size, seed=5)
+    torch.manual_seed(0)
+    vae = TinyVAE(TinyVAEConfig(base_channels=8))
+    train = smooth_images(16, 3, size, seed=6)
+
+    def first_evaluation(cache, images=eval_images):
+        feature = counted(RandomFeatures(3 * size * size))
+        monitor = IFIDMonitor(
+            vae, eval_images=images, feature=feature, bank_capacity=16, real_stats_cache=cache
+        )
+        monitor.observe(latents=vae.encode(train).mean, step=1)
+        return monitor.evaluate(), feature.seen[0]
+
+    plain, seen_plain = first_evaluation(None)
+    first, seen_first = first_evaluation(tmp_path)
+    second, seen_second = first_evaluation(tmp_path)
+    assert (seen_plain, seen_first, seen_second) == (48, 48, 32)  # no real pass the second time
+    assert len(entries(tmp_path)) == 1
+    for key in ("ifid", "rfid", "ifid_std", "rfid_std"):
+        assert first[key] == plain[key] and second[key] == pytest.approx(plain[key], rel=1e-12)
+    changed = eval_images.clone()
+    changed[0, 0, 0, 0] = -changed[0, 0, 0, 0]
+    _, seen_changed = first_evaluation(tmp_path, changed)
+    assert seen_changed == 48 and len(entries(tmp_path)) == 2

@@ -3,7 +3,8 @@
 The real-image statistics of the evaluation set are computed on the first evaluation and kept
 (also across checkpoints), so later evaluations, and every set of weights within one evaluation
 (training and averaged weights), share them and pass only their decodes through the one feature
-network.
+network. With a statistics cache (:mod:`~ifid_callback.stats_cache`) the first evaluation of a
+new run reads them from disk when an earlier run stored them for the same images and network.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ifid_callback.distributed import all_reduce_sum
+from ifid_callback.distributed import all_reduce_sum, gather_objects
 from ifid_callback.metric import InterpolatedFID
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.weights import eval_mode
+from ifid_callback.stats_cache import RealStatsSlot, images_digest, resolve_stats_cache
 from ifid_callback.vae import VAEAdapter
 
 __all__ = ["Evaluator", "scalar_metrics"]
@@ -32,6 +34,8 @@ class Evaluator:
         metric: the monitor's metric (``reset_real_features=False``: real statistics cached).
         eval_set: the evaluation images.
         quiet: context-manager factory that silences latent collection while the VAE runs here.
+        stats_cache: where the evaluation images' real statistics are cached on disk (see
+            :func:`~ifid_callback.stats_cache.resolve_stats_cache`; None: nowhere).
     """
 
     def __init__(
@@ -39,10 +43,12 @@ class Evaluator:
         metric: InterpolatedFID,
         eval_set: EvalImages,
         quiet: Callable[[], contextlib.AbstractContextManager] | None = None,
+        stats_cache: Any = None,
     ) -> None:
         self.metric = metric
         self.eval_set = eval_set
         self.quiet = quiet
+        self.stats_cache = resolve_stats_cache(stats_cache)
         # Global (all-rank) real sums: after the first evaluation, or restored from a checkpoint
         # (then pending until the next evaluation installs them in the metric).
         self.real_global: dict[str, Tensor] | None = None
@@ -84,7 +90,10 @@ class Evaluator:
         first_time = self.real_global is None
         with self.using(adapter):
             self.metric.reset()
+            restored = self.pending_real is not None
             self._apply_pending_real(rank)
+            # Statistics restored from a checkpoint come first; the cache serves a fresh run.
+            slot = self._cache_slot() if first_time and not restored else None
             # Global positions seed each image's random choices: equal on any world size.
             positions = torch.arange(rank, self.eval_set.num, world)
             done = 0
@@ -95,6 +104,8 @@ class Evaluator:
             values = self.metric.compute()
         if first_time:
             self.real_global = self._global_real_statistics(world)
+            if slot is not None and not slot.hit:
+                slot.store(self._with_global_rows(self.real_global, slot.need_rows, world))
         return scalar_metrics(values)
 
     # ------------------------------------------------------------------ real statistics
@@ -108,6 +119,35 @@ class Evaluator:
             {k: (v if rank == 0 else torch.zeros_like(v)) for k, v in pending.items()}
         )
         self.real_global = {k: v.clone() for k, v in pending.items()}
+
+    def _cache_slot(self) -> RealStatsSlot | None:
+        """The evaluation images' cache entry, installed in the metric when present (then the
+        first evaluation skips the real-image pass too); None without a cache. Collective."""
+        if self.stats_cache is None:
+            return None
+        content, count = images_digest(self.eval_set.batches(0, 1))
+        # Evaluation image i (in the evaluation set's order) has position i on any world size.
+        slot = RealStatsSlot(self.stats_cache, self.metric, content, count, "eval set order")
+        slot.install()
+        return slot
+
+    def _with_global_rows(self, sums: dict[str, Tensor], rows: bool, world: int) -> dict:
+        """``sums`` plus, with ``rows``, every rank's real rows in position order (a collective
+        under torch.distributed)."""
+        if not rows:
+            return sums
+        local = self.metric.real_statistics(per_image=True)
+        parts = [(local["real_feature_rows"].cpu(), local["real_row_positions"].cpu())]
+        if world > 1:
+            parts = gather_objects(parts[0])
+        features = torch.cat([f for f, _ in parts])
+        positions = torch.cat([p for _, p in parts])
+        order = positions.argsort()
+        return {
+            **sums,
+            "real_feature_rows": features[order],
+            "real_row_positions": positions[order],
+        }
 
     def _global_real_statistics(self, world: int) -> dict[str, Tensor]:
         stats = self.metric.real_statistics()

@@ -138,6 +138,11 @@ class IFIDMonitor:
             PSNR/SSIM/MSE on, KID, precision/recall and LPIPS off; ``"lpips"`` takes a module).
             Companion predictors from the same encode, off by default: ``"latent_spectrum"``
             logs ``latent_hf_energy``, ``"equivariance"`` logs ``equivariance_error``.
+        real_stats_cache: keep the evaluation images' real statistics on disk
+            (:mod:`~ifid_callback.stats_cache`): a directory, a ``StatsCache``, True (the
+            per-user default directory) or None (default: off). A new run on the same images
+            with the same feature network and settings skips their feature pass at its first
+            evaluation too. Under DDP rank 0 reads and writes the files.
 
     Example:
         >>> monitor = IFIDMonitor(vae, eval_images=val_images, eval_every_n_steps=1000)  # doctest: +SKIP
@@ -185,6 +190,7 @@ class IFIDMonitor:
         eval_vae: Any = None,
         extra_vaes: Mapping[str, Any] | None = None,
         metric_options: Mapping[str, Any] | None = None,
+        real_stats_cache: Any = None,
     ) -> None:
         self.schedule = Schedule(refresh_every_n_steps, eval_every_n_steps)
         for name, value in (
@@ -232,7 +238,9 @@ class IFIDMonitor:
             batch_size=eval_batch_size,
             num_features=self.metric.num_features,
         )
-        self.evaluator = Evaluator(self.metric, self.eval_set, self.collector.quiet)
+        self.evaluator = Evaluator(
+            self.metric, self.eval_set, self.collector.quiet, stats_cache=real_stats_cache
+        )
         self.weights = weights_by_suffix(eval_vae, extra_vaes, sample_posterior)
         self.results = ResultHistory()
         self.index = IndexKeeper(
