@@ -41,7 +41,7 @@ def run_probe_seed(
     file_suffix = "" if index == 0 else f"_s{index}"
     probe_dir = vae_dir / f"probe{file_suffix}"
     samples_file = vae_dir / f"features_samples{file_suffix}.npy"
-    probe_cfg = config.probe_config(index)
+    probe_cfg = config.probe_config(index, vae_dir.name)  # vae_dir is <out>/vaes/<name>
     probe_key = {
         **data_key,
         "probe": {

@@ -46,6 +46,9 @@ class StudyConfig:
         probe_seeds: probes trained per VAE, with seeds ``seed, seed + 1, ...`` (initialisation,
             batch order, noise and sampling noise all differ); gFID and gFID(t) are reported
             per seed and as the mean.
+        probe_by_vae: per VAE name, probe fields that replace ``probe``'s for that VAE (e.g.
+            ``{"patch_size": 4}``, so that latents of different shapes give the same tokens).
+        probe_seeds_by_vae: per VAE name, its number of probes (instead of ``probe_seeds``).
         sampler, sampling_steps: probe sampler for gFID and gFID(t).
         ifid_ablation: extra iFID settings, each ``{"interpolation", "alpha", "k"}``: iFID is
             recomputed for each (the paper's ablations) and correlated with gFID in the report.
@@ -79,6 +82,8 @@ class StudyConfig:
         default_factory=lambda: {"size": "tiny", "steps": 2000, "batch_size": 128}
     )
     probe_seeds: int = 2
+    probe_by_vae: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probe_seeds_by_vae: dict[str, int] = field(default_factory=dict)
     sampler: str = "euler"
     sampling_steps: int = 50
     ifid_ablation: list[dict[str, Any]] = field(default_factory=list)
@@ -121,14 +126,32 @@ class StudyConfig:
             if unknown:
                 raise ValueError(f"group {group!r} names unknown VAEs {unknown}; known: {names}")
         ProbeTrainConfig.from_dict({**self.probe, "device": self.device, "seed": self.seed})
+        self._check_per_vae(names)
+
+    def _check_per_vae(self, names: list[str]) -> None:
+        for what in ("probe_by_vae", "probe_seeds_by_vae"):
+            unknown = sorted(set(getattr(self, what)) - set(names))
+            if unknown:
+                raise ValueError(f"{what} names unknown VAEs {unknown}; known: {names}")
+        for name, count in self.probe_seeds_by_vae.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"probe_seeds_by_vae[{name!r}] must be an int >= 1, got {count!r}")
+        for name in self.probe_by_vae:
+            self.probe_config(0, name)
+
+    def seeds_of(self, name: str) -> int:
+        """How many probes VAE ``name`` gets."""
+        return int(self.probe_seeds_by_vae.get(name, self.probe_seeds))
 
     def resolved_names(self) -> list[str]:
         return list(self.names) if self.names is not None else [vae_name(s) for s in self.vaes]
 
-    def probe_config(self, index: int = 0) -> ProbeTrainConfig:
-        """The recipe of probe ``index`` (of ``probe_seeds``): seed ``seed + index``."""
+    def probe_config(self, index: int = 0, name: str | None = None) -> ProbeTrainConfig:
+        """The recipe of probe ``index`` (of ``probe_seeds``) of VAE ``name``: seed
+        ``seed + index``, with ``probe_by_vae[name]`` applied."""
+        own = self.probe_by_vae.get(name, {}) if name is not None else {}
         return ProbeTrainConfig.from_dict(
-            {**self.probe, "device": self.device, "seed": self.seed + index}
+            {**self.probe, **own, "device": self.device, "seed": self.seed + index}
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -186,7 +186,7 @@ def run_vae(
         run_probe_seed(
             config, index, vae_dir, real_dir, stages, data_key, decode, feature, progress
         )
-        for index in range(config.probe_seeds)
+        for index in range(config.seeds_of(name))
     ]
     first = seeds_out[0]
     sample_key = first["sample_key"]

@@ -51,8 +51,15 @@ class ZooMember:
             augmentation the encoder cannot undo by scaling its latents up (0 disables).
         align_weight: weight of a VA-VAE-style alignment of the latent to a frozen network's
             spatial features (0 disables; see :func:`alignment_loss`).
-        objective: ``"recon"`` (reconstruction only) or ``"smooth"`` (regularised), a label for
-            the report derived from the two regularisers.
+        downsamples: stride-2 stages of this member's TinyVAE (None: the trainer's argument).
+        equivariance_weight: weight of an EQ-VAE-style scale-equivariance term (see
+            :func:`~ifid_callback.probes.recipe_losses.equivariance_loss`; 0 disables).
+        spectral_weight: weight of a penalty on the latent's high-frequency energy fraction
+            (see :func:`~ifid_callback.probes.recipe_losses.spectral_loss`; 0 disables).
+        steps_fraction: train only this fraction of the steps, on the full run's learning-rate
+            schedule (an early checkpoint of the same run: an under-trained VAE; 1 trains all).
+        objective: ``"recon"`` (reconstruction only), ``"smooth"``, ``"aligned"``,
+            ``"equivariant"``, ``"spectral"`` or ``"undertrained"``: a label for the report.
     """
 
     name: str
@@ -60,15 +67,49 @@ class ZooMember:
     kl_weight: float = 0.0
     latent_noise: float = 0.0
     align_weight: float = 0.0
+    downsamples: int | None = None
+    equivariance_weight: float = 0.0
+    spectral_weight: float = 0.0
+    steps_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.steps_fraction <= 1.0:
+            raise ValueError(f"steps_fraction must be in (0, 1], got {self.steps_fraction!r}")
+        for key in ("kl_weight", "latent_noise", "align_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("equivariance_weight", "spectral_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
 
     @property
     def objective(self) -> str:
         if self.align_weight > 0:
             return "aligned"
+        if self.equivariance_weight > 0:
+            return "equivariant"
+        if self.spectral_weight > 0:
+            return "spectral"
+        if self.steps_fraction < 1:
+            return "undertrained"
         return "recon" if self.kl_weight == 0 and self.latent_noise == 0 else "smooth"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "objective": self.objective}
+        """Its fields and objective; the recipe fields added later appear only when set, so the
+        checkpoints of members that do not use them keep their recorded settings."""
+        out = dataclasses.asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
+        return {**out, "objective": self.objective}
+
+
+_LATER_FIELDS: dict[str, Any] = {
+    "downsamples": None,
+    "equivariance_weight": 0.0,
+    "spectral_weight": 0.0,
+    "steps_fraction": 1.0,
+}
 
 
 #: Ten members: three reconstruction-only autoencoders (2, 4 and 8 channels), a KL-weight sweep at
@@ -131,6 +172,15 @@ def _member_loss(
     kl = posterior.kl().mean() / posterior.mean[0].numel()
     loss = rec + member.kl_weight * kl
     out = {"recon": rec, "kl": kl, "align": torch.zeros(())}
+    if member.equivariance_weight > 0 or member.spectral_weight > 0:
+        from .recipe_losses import equivariance_loss, spectral_loss
+
+        if member.equivariance_weight > 0:
+            out["equivariance"] = equivariance_loss(z, x, vae.decode)
+            loss = loss + member.equivariance_weight * out["equivariance"]
+        if member.spectral_weight > 0:
+            out["spectral"] = spectral_loss(z)
+            loss = loss + member.spectral_weight * out["spectral"]
     if align is not None and member.align_weight > 0:
         teacher, projection = align
         with torch.no_grad():
@@ -168,6 +218,7 @@ def train_zoo_member(
     member by member). Returns ``path``.
     """
     path = Path(path)
+    downsamples = member.downsamples if member.downsamples is not None else downsamples
     hparams = {
         "tiny_vae_config": dataclasses.asdict(
             TinyVAEConfig(
@@ -184,6 +235,7 @@ def train_zoo_member(
         "kl_weight": member.kl_weight,
         "zoo_member": member.to_dict(),
         "steps": steps,
+        **({"stop_at": _stop_step(member, steps)} if member.steps_fraction < 1 else {}),
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
@@ -223,7 +275,9 @@ def train_zoo_member(
     generator = torch.Generator().manual_seed(seed)
     vae.train()
     started, last = time.time(), {}
-    bar = tqdm(range(steps), desc=member.name, disable=not progress, leave=False)
+    bar = tqdm(
+        range(_stop_step(member, steps)), desc=member.name, disable=not progress, leave=False
+    )
     for _ in bar:
         idx = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
         with torch.random.fork_rng(devices=[]):  # seeded posterior and latent-noise draws
@@ -235,7 +289,7 @@ def train_zoo_member(
         out["loss"].backward()
         optimizer.step()
         schedule.step()
-        last = {k: float(out[k].detach()) for k in ("loss", "recon", "kl", "align")}
+        last = {k: float(v.detach()) for k, v in out.items()}
         bar.set_postfix(recon=f"{last['recon']:.4f}")
     bar.close()
     vae.eval()
@@ -250,6 +304,11 @@ def train_zoo_member(
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _stop_step(member: ZooMember, steps: int) -> int:
+    """The step an under-trained member stops at (at least 1)."""
+    return max(1, int(round(steps * member.steps_fraction)))
 
 
 def train_zoo(

@@ -1,0 +1,279 @@
+"""The natural family: 48 digit VAEs at equal latent size, built to decide iFID against rFID.
+
+Three latent shapes with 64 values each (1x8x8, 4x4x4, 16x2x2: a TinyVAE with 0, 1 and 2
+downsamplings of the 8x8 digits) crossed with the 16 recipes of :data:`NATURAL_RECIPES`, one VAE
+seed each. Probes see 4 tokens of 16 values whatever the shape (patch 4, 2 and 1). One probe seed
+per VAE, a second for a seeded random third. The design, its primary endpoint and its power are
+in ``docs/results/natural_family/DESIGN.md``; the alignment target is a frozen random
+convolutional network (:class:`~ifid_callback.probes.recipe_losses.RandomConvTeacher`), not the
+digit classifier that measures FID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .zoo import ZooMember
+
+__all__ = [
+    "NATURAL_RECIPES",
+    "NATURAL_SHAPES",
+    "NaturalFamilySettings",
+    "build_natural_family",
+    "natural_members",
+    "natural_study_config",
+    "run_natural_family",
+    "second_seed_names",
+]
+
+#: shape label -> (latent channels, downsamplings of an 8x8 image, probe patch size).
+NATURAL_SHAPES: dict[str, tuple[int, int, int]] = {
+    "1x8x8": (1, 0, 4),
+    "4x4x4": (4, 1, 2),
+    "16x2x2": (16, 2, 1),
+}
+
+#: The 16 recipes (channels and downsamplings are filled in per shape).
+NATURAL_RECIPES: tuple[ZooMember, ...] = (
+    ZooMember("ae"),
+    ZooMember("kl1e-4", kl_weight=1e-4),
+    ZooMember("kl1e-3", kl_weight=1e-3),
+    ZooMember("kl1e-2", kl_weight=1e-2),
+    ZooMember("kl1e-1", kl_weight=1e-1),
+    ZooMember("kl3e-1", kl_weight=3e-1),
+    ZooMember("noise0.1", latent_noise=0.1),
+    ZooMember("noise0.5", latent_noise=0.5),
+    ZooMember("noise1.5", latent_noise=1.5),
+    ZooMember("align0.01", kl_weight=1e-3, align_weight=0.01),
+    ZooMember("align0.1", kl_weight=1e-3, align_weight=0.1),
+    ZooMember("align1", kl_weight=1e-3, align_weight=1.0),
+    ZooMember("eq1", equivariance_weight=1.0),
+    ZooMember("spectral0.01", spectral_weight=0.01),
+    ZooMember("spectral0.1", spectral_weight=0.1),
+    ZooMember("under0.1", steps_fraction=0.1),
+)
+
+
+def natural_members(
+    shapes: tuple[str, ...] = tuple(NATURAL_SHAPES),
+    recipes: tuple[ZooMember, ...] = NATURAL_RECIPES,
+) -> list[ZooMember]:
+    """Every (shape, recipe) member, named ``<recipe>-<shape>`` (e.g. ``kl1e-3-4x4x4``)."""
+    out = []
+    for shape in shapes:
+        if shape not in NATURAL_SHAPES:
+            raise ValueError(f"unknown shape {shape!r}; known: {list(NATURAL_SHAPES)}")
+        channels, downsamples, _ = NATURAL_SHAPES[shape]
+        for recipe in recipes:
+            out.append(
+                replace(
+                    recipe,
+                    name=f"{recipe.name}-{shape}",
+                    latent_channels=channels,
+                    downsamples=downsamples,
+                )
+            )
+    return out
+
+
+def second_seed_names(names: list[str], fraction: float, seed: int) -> list[str]:
+    """The seeded random ``round(fraction * len(names))`` names that get a second probe seed."""
+    rng = np.random.default_rng([seed, 20_261_124])
+    chosen = rng.permutation(len(names))[: int(round(fraction * len(names)))]
+    return [names[i] for i in sorted(chosen)]
+
+
+@dataclass
+class NaturalFamilySettings:
+    """Budget and recipe of the natural family (see ``DESIGN.md`` for the fixed values).
+
+    Attributes:
+        out: study directory (``zoo/``, the cached stages, ``report/``).
+        shapes, recipes: which shapes and recipe names to build (default: all 3 x 16).
+        vae_steps, vae_batch_size, vae_lr, base_channels: VAE training (as the digits study).
+        probe_steps, probe_batch_size, probe_lr, probe_ema, probe_overrides: the SiT probe.
+        second_seed_fraction: VAEs (a seeded random subset) that get a second probe seed.
+        num_samples, sampling_steps, sampler, t_grid: gFID and gFID(t) sampling.
+        teacher_width, teacher_seed: the random convolutional alignment target.
+        batch_size: images per encode/decode/feature batch.
+        seed: seeds the VAEs, the probes, the sampling and the second-seed draw.
+    """
+
+    out: str
+    shapes: list[str] = field(default_factory=lambda: list(NATURAL_SHAPES))
+    recipes: list[str] = field(default_factory=lambda: [r.name for r in NATURAL_RECIPES])
+    vae_steps: int = 2000
+    vae_batch_size: int = 64
+    vae_lr: float = 2e-3
+    base_channels: int = 16
+    probe_steps: int = 3000
+    probe_batch_size: int = 64
+    probe_lr: float = 1e-3
+    probe_ema: float = 0.999
+    probe_overrides: dict[str, Any] = field(
+        default_factory=lambda: {"depth": 3, "hidden_size": 128, "num_heads": 4}
+    )
+    second_seed_fraction: float = 1.0 / 3.0
+    num_samples: int = 10_000
+    sampling_steps: int = 25
+    sampler: str = "euler"
+    t_grid: list[float] = field(default_factory=lambda: [0.3, 0.6])
+    teacher_width: int = 16
+    teacher_seed: int = 1234
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        known = {r.name for r in NATURAL_RECIPES}
+        unknown = sorted(set(self.recipes) - known)
+        if unknown:
+            raise ValueError(f"unknown recipes {unknown}; known: {sorted(known)}")
+        natural_members(tuple(self.shapes))  # names a bad shape
+        if not 0.0 <= self.second_seed_fraction <= 1.0:
+            raise ValueError(
+                f"second_seed_fraction must be in [0, 1], got {self.second_seed_fraction!r}"
+            )
+
+    def members(self) -> list[ZooMember]:
+        recipes = tuple(r for r in NATURAL_RECIPES if r.name in self.recipes)
+        return natural_members(tuple(self.shapes), recipes)
+
+    @classmethod
+    def smoke(cls, out: str) -> NaturalFamilySettings:
+        """Tiny settings that run the whole pipeline in well under a minute (numbers
+        meaningless): one recipe of each new kind at all three shapes."""
+        return cls(
+            out=out,
+            recipes=["align0.1", "eq1", "spectral0.1", "under0.1"],
+            vae_steps=10,
+            base_channels=8,
+            probe_steps=4,
+            probe_overrides={"depth": 1, "hidden_size": 32, "num_heads": 2},
+            num_samples=32,
+            sampling_steps=2,
+            t_grid=[0.5],
+        )
+
+
+def _train_member(
+    member: ZooMember, settings: NaturalFamilySettings, zoo_dir: Path, progress: bool
+) -> Path:
+    from ..data import EmbeddedDigits
+    from .recipe_losses import RandomConvTeacher
+    from .zoo import train_zoo_member
+
+    teacher = None
+    if member.align_weight > 0:
+        side = 8 // 2 ** int(member.downsamples or 0)
+        teacher = RandomConvTeacher(1, side, settings.teacher_width, settings.teacher_seed)
+    return train_zoo_member(
+        member,
+        EmbeddedDigits("train").as_tensor(),
+        zoo_dir / f"{member.name}.ckpt",
+        steps=settings.vae_steps,
+        batch_size=settings.vae_batch_size,
+        lr=settings.vae_lr,
+        base_channels=settings.base_channels,
+        seed=settings.seed,
+        progress=progress,
+        teacher=teacher,
+        teacher_name=teacher.name if teacher is not None else None,
+    )
+
+
+def build_natural_family(settings: NaturalFamilySettings, progress: bool = True) -> dict[str, Any]:
+    """Train (or find) every member; ``zoo/zoo.json`` lists them. Returns ``{"specs", "names",
+    "groups": {shape: names, "natural": all}, "members": {name: recipe}}``."""
+    zoo_dir = Path(settings.out) / "zoo"
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    specs, names, members = [], [], {}
+    groups: dict[str, list[str]] = {shape: [] for shape in settings.shapes}
+    for member in settings.members():
+        specs.append(str(_train_member(member, settings, zoo_dir, progress)))
+        names.append(member.name)
+        members[member.name] = member.to_dict()
+        groups[member.name.rsplit("-", 1)[1]].append(member.name)
+    groups["natural"] = list(names)
+    listing = {"names": names, "checkpoints": [Path(s).name for s in specs], "members": members}
+    (zoo_dir / "zoo.json").write_text(json.dumps({**listing, "groups": groups}, indent=2))
+    return {"specs": specs, "names": names, "groups": groups, "members": members}
+
+
+def natural_study_config(settings: NaturalFamilySettings, zoo: dict[str, Any]) -> Any:
+    """The :class:`~ifid_callback.probes.study_config.StudyConfig` of the natural family: the
+    digits, the digit classifier's FID, 4 probe tokens per VAE, a second seed for a third."""
+    from .study_config import StudyConfig
+
+    names = list(zoo["names"])
+    patch = {name: NATURAL_SHAPES[name.rsplit("-", 1)[1]][2] for name in names}
+    second = second_seed_names(names, settings.second_seed_fraction, settings.seed)
+    return StudyConfig(
+        vaes=list(zoo["specs"]),
+        names=names,
+        out_dir=settings.out,
+        train_data="digits",
+        eval_data="digits",
+        image_size=8,
+        max_train=None,
+        num_eval=None,
+        num_reference=1400,
+        num_samples=settings.num_samples,
+        t_grid=list(settings.t_grid),
+        feature="digits",
+        probe={
+            "size": "tiny",
+            "steps": settings.probe_steps,
+            "batch_size": settings.probe_batch_size,
+            "lr": settings.probe_lr,
+            "ema_decay": settings.probe_ema,
+            "model_overrides": dict(settings.probe_overrides),
+            "time_shift": None,
+            "checkpoint_every": max(1, settings.probe_steps // 4),
+        },
+        probe_seeds=1,
+        probe_by_vae={name: {"patch_size": p} for name, p in patch.items()},
+        probe_seeds_by_vae={name: 2 for name in second},
+        sampler=settings.sampler,
+        sampling_steps=settings.sampling_steps,
+        groups=zoo["groups"],
+        batch_size=settings.batch_size,
+        sample_batch_size=max(2, min(settings.num_samples, 500)),
+        seed=settings.seed,
+    )
+
+
+def run_natural_family(
+    settings: NaturalFamilySettings,
+    *,
+    feature: Any = None,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Build the family, run (or resume) the study and write ``<out>/report``.
+
+    ``feature`` replaces the digit classifier (tests). Every stage is cached, so an interrupted
+    run resumes; the primary test is computed from ``results_raw.json`` afterwards
+    (:func:`~ifid_callback.probes.family_stats.ragged_paired_difference` on the ``natural`` group).
+    """
+    from .digit_features import digit_features
+    from .study import run_study
+
+    feat = feature if feature is not None else digit_features()
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "natural_settings.json").write_text(
+        json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True)
+    )
+    zoo = build_natural_family(settings, progress=progress)
+    if log:
+        log(f"natural family: {len(zoo['names'])} VAEs ready")
+    config = natural_study_config(settings, zoo)
+    result = run_study(config, feature=feat, progress=progress, report=True, log=log)
+    result["zoo"] = zoo["members"]
+    return result
