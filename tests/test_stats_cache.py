@@ -29,7 +29,7 @@ IN_DIM = 3 * 8 * 8
 def counted(feature: torch.nn.Module) -> torch.nn.Module:
     """``feature`` with ``feature.seen`` counting the images it featurised (a forward hook, so
     the count is no setting of the network and not part of its cache key)."""
-    feature.seen = [0]  # a list: not a plain setting
+    feature.seen = {0: 0}  # a dict: no plain setting (a plain int would change the key)
 
     def hook(module, args, out):
         module.seen[0] += args[0].shape[0]
@@ -251,3 +251,35 @@ def test_a_new_monitor_on_the_same_images_reads_the_cache_at_its_first_evaluatio
     changed[0, 0, 0, 0] = -changed[0, 0, 0, 0]
     _, seen_changed = first_evaluation(tmp_path, changed)
     assert seen_changed == 48 and len(entries(tmp_path)) == 2
+
+
+def test_study_real_stage_reads_features_from_the_cache_and_writes_the_adm_reference(tmp_path):
+    from ifid_callback.demo import SmokeFeatures
+    from ifid_callback.probes.real_stage import real_stage
+    from ifid_callback.probes.study_config import StudyConfig
+
+    def stage(name, cache):
+        config = StudyConfig(
+            vaes=["unused.ckpt"],
+            out_dir=str(tmp_path / name),
+            image_size=16,
+            num_eval=8,
+            num_reference=16,
+            num_samples=4,
+            batch_size=8,
+        )
+        feature = counted(SmokeFeatures(num_features=8))
+        out = tmp_path / name
+        result = real_stage(config, feature, out, out / "events.jsonl", False, cache)
+        return result, feature.seen[0], out / "real"
+
+    cache = tmp_path / "cache"
+    first, seen_first, real_a = stage("a", cache)
+    second, seen_second, real_b = stage("b", cache)
+    assert (seen_first, seen_second) == (24, 0) and len(entries(cache)) == 2
+    assert second["gfid_floor"] == first["gfid_floor"]
+    ref = np.load(real_b / "reference_features.npy")
+    assert np.array_equal(ref, np.load(real_a / "reference_features.npy"))
+    mu, sigma = load_adm_npz(real_b / "reference_stats.npz")
+    assert torch.allclose(mu, torch.from_numpy(ref).double().mean(0))
+    assert torch.allclose(sigma, torch.cov(torch.from_numpy(ref).double().T))

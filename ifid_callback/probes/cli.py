@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-workers", type=int, default=0)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--stats-cache",
+        default=None,
+        metavar="DIR",
+        help="also cache the real images' features here, shared by studies on the same images "
+        "and feature network ('default': $IFID_STATS_CACHE or ~/.cache/ifid_callback/stats)",
+    )
 
     st = sub.add_parser(
         "study",
@@ -271,7 +278,8 @@ def _run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         seed=args.seed,
     )
-    result = run_study(config, progress=not args.no_progress)
+    cache = True if args.stats_cache == "default" else args.stats_cache
+    result = run_study(config, progress=not args.no_progress, stats_cache=cache)
     if result["report"]:
         print(Path(result["report"]["markdown"]).read_text())
     return 0

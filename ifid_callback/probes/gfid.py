@@ -9,6 +9,7 @@ itself is :func:`~ifid_callback.probes.fid.fid_from_features`.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -271,15 +272,21 @@ def gfid(
     probe: TrainedProbe,
     decode: Callable[[Tensor], Tensor],
     feature: nn.Module,
-    reference: np.ndarray | tuple[Tensor, Tensor],
+    reference: np.ndarray | tuple[Tensor, Tensor] | str | os.PathLike,
     num_samples: int,
     **kwargs: Any,
 ) -> float:
     """gFID: FID between ``num_samples`` decoded probe samples and a reference.
 
-    ``reference`` is either real features ``(N, d)`` or their ``(mu, sigma)``; ``kwargs`` go to
+    ``reference`` is real features ``(N, d)``, their ``(mu, sigma)``, or an ADM-style ``.npz``
+    holding ``mu`` and ``sigma`` (e.g. a study's ``real/reference_stats.npz``, or an ADM
+    reference batch computed with the same network); ``kwargs`` go to
     :func:`generated_features`.
     """
+    if isinstance(reference, (str, os.PathLike)):
+        from ..stats_cache import load_adm_npz
+
+        reference = load_adm_npz(reference)
     feats, _ = generated_features(probe, decode, feature, num_samples, **kwargs)
     if isinstance(reference, tuple):
         return fid_from_features(feats, stats_b=reference)

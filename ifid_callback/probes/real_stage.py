@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..stats_cache import resolve_stats_cache
+from .feature_cache import cached_feature_rows, write_reference_npz
 from .fid import fid_from_features
 from .gfid import extract_features
 from .irs import image_retrieval_score
@@ -23,11 +25,19 @@ __all__ = ["real_stage"]
 
 
 def real_stage(
-    config: StudyConfig, feature: nn.Module, out: Path, events: Path, progress: bool
+    config: StudyConfig,
+    feature: nn.Module,
+    out: Path,
+    events: Path,
+    progress: bool,
+    stats_cache: Any = None,
 ) -> dict[str, Any]:
-    """Features of the held-out and reference real images, and FID noise floors."""
+    """Features of the held-out and reference real images (from ``stats_cache`` when it holds
+    them: :func:`~ifid_callback.stats_cache.resolve_stats_cache`), FID noise floors, and the
+    gFID reference's ``mu``/``sigma`` in ``real/reference_stats.npz`` (ADM's layout)."""
     from tqdm.auto import tqdm
 
+    cache = resolve_stats_cache(stats_cache)
     real_dir = out / "real"
     stages = Stages(real_dir / "stages.json", events)
     eval_ds = study_dataset(
@@ -43,7 +53,13 @@ def real_stage(
             dim = _feature_dim(feature, ds, config)
             arr = open_memmap(tmp, (len(ds), dim))  # type: ignore[arg-type]
             batches = tqdm(study_loader(ds, config), desc=name, disable=not progress, leave=False)
-            extract_features(batches, feature, device=config.device, out=arr)
+            cached_feature_rows(
+                cache,
+                lambda: study_loader(ds, config),
+                feature,
+                arr,
+                lambda: extract_features(batches, feature, device=config.device, out=arr),
+            )
             finish_array(tmp, arr, real_dir / f"{name}.npy")
             return {"count": len(ds), "dim": dim}  # type: ignore[arg-type]
 
@@ -64,6 +80,7 @@ def real_stage(
     def floors() -> dict[str, Any]:
         ev = load_array(real_dir / "eval_features.npy")
         ref = load_array(real_dir / "reference_features.npy")
+        write_reference_npz(ref, real_dir / "reference_stats.npz")
         n_s = min(len(ev), config.num_samples)
         result: dict[str, Any] = {
             # What a model that generalises perfectly would score: held-out real images, as

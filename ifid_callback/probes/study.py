@@ -56,6 +56,7 @@ def run_study(
     progress: bool = True,
     report: bool = True,
     log: Callable[[str], None] | None = print,
+    stats_cache: Any = None,
 ) -> dict[str, Any]:
     """Run (or resume) a study and write its report.
 
@@ -66,6 +67,8 @@ def run_study(
         progress: tqdm progress bars.
         report: write ``<out>/report`` (see :mod:`ifid_callback.probes.report`) at the end.
         log: where one-line progress messages go (None: silent).
+        stats_cache: where the real images' features are cached across studies (a directory,
+            a ``StatsCache``, True for the per-user default, None: only in ``<out>/real``).
 
     Returns:
         ``{"config", "real", "vaes": [per-VAE results], "report": paths or None}``.
@@ -78,7 +81,7 @@ def run_study(
     feat = resolve_study_feature(feature if feature is not None else config.feature)
     feat = feat.to(config.device)
     started = time.time()
-    real = real_stage(config, feat, out, events, progress)
+    real = real_stage(config, feat, out, events, progress, stats_cache)
     say(f"real images: gFID floor {real['gfid_floor']:.2f} (n={real['gfid_floor_n']})")
     rows = []
     for spec, name in zip(config.vaes, config.resolved_names(), strict=True):
