@@ -17,26 +17,14 @@ import torch
 
 from ifid_callback import InterpolatedFID, LatentBank
 from ifid_callback.data import EmbeddedPatches
+from ifid_callback.tiny_vae import small_autoencoder_kl
 
 N = 128
 TRAIN_STEPS = 150
 
 
 def small_vae(seed: int) -> torch.nn.Module:
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=16,
-        sample_size=64,
-    ).eval()
+    return small_autoencoder_kl(seed).eval()
 
 
 def train(vae: torch.nn.Module, images: torch.Tensor, steps: int, seed: int) -> torch.nn.Module:

@@ -121,3 +121,28 @@ class TinyVAE(nn.Module):
 
     def config_dict(self) -> dict:
         return asdict(self.config)
+
+
+def small_autoencoder_kl(
+    seed: int,
+    block_out_channels: tuple[int, int] = (32, 64),
+    norm_num_groups: int = 16,
+    sample_size: int = 64,
+) -> nn.Module:
+    """A two-stage diffusers ``AutoencoderKL`` (images -> 4-channel latents at 1/2 the side)
+    with seeded random weights: a real diffusers VAE small enough for CPU checks. Needs
+    ``diffusers``."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=block_out_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=norm_num_groups,
+        sample_size=sample_size,
+    )

@@ -13,6 +13,7 @@ import torch
 from ifid_callback import cli
 from ifid_callback.data import EmbeddedPatches, ImageFolder, save_image_folder
 from ifid_callback.demo import SmokeFeatures, format_table, load_feature
+from ifid_callback.tiny_vae import small_autoencoder_kl
 from tests.helpers import scipy_fid
 
 SMOKE = "ifid_callback.demo:smoke_features"
@@ -20,19 +21,8 @@ SMOKE = "ifid_callback.demo:smoke_features"
 
 def save_tiny_autoencoder(path: Path, seed: int = 0) -> Path:
     """A randomly initialised ~44k-parameter diffusers AutoencoderKL, written with save_pretrained."""
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=16,
-    )
+    pytest.importorskip("diffusers")
+    vae = small_autoencoder_kl(seed, (8, 16), norm_num_groups=8, sample_size=16)
     vae.save_pretrained(path)
     return path
 
