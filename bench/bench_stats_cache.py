@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from ifid_callback.data import EmbeddedPatches, save_image_folder
+from ifid_callback.tiny_vae import small_autoencoder_kl
 
 N = 128
 SIZE = 64
@@ -31,20 +30,7 @@ SIZE = 64
 
 def save_vae(path: Path, seed: int) -> Path:
     """A small AutoencoderKL (64x64 -> 4x16x16) with seeded random weights, saved for diffusers."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=16,
-        sample_size=SIZE,
-    ).save_pretrained(path)
+    small_autoencoder_kl(seed, sample_size=SIZE).save_pretrained(path)
     return path
 
 
