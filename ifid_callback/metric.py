@@ -22,6 +22,7 @@ from ifid_callback import interpolation_pass as step
 from ifid_callback.bank import LatentBank
 from ifid_callback.distributed import world_and_rank
 from ifid_callback.extras import build_extras
+from ifid_callback.extras import uncertainty as per_image
 from ifid_callback.feature_share import apply_keeping_shared
 from ifid_callback.features import resolve_feature
 from ifid_callback.image_checks import (
@@ -445,3 +446,15 @@ class InterpolatedFID(Metric):
         return step.neighbor_latents(
             self.reference, z, self.k, self.pick, exclude, generator or self._generator
         )
+
+    # ------------------------------------------------------------------ paired comparisons
+    def influences(self) -> per_image.EvaluationInfluences:
+        """Each query's influence on iFID and rFID in the current round (computed now if needed)
+        or the last computed one, with the queries' positions: what
+        :func:`~ifid_callback.functional.paired_difference` takes. Needs ``uncertainty=True``."""
+        return per_image.influences(self)
+
+    def compare(self, other: Any) -> dict[str, Any]:
+        """``{"ifid": PairedDifference, "rfid": ...}``: this evaluation minus ``other`` (an earlier
+        :meth:`influences`, or a metric) on the same images, with the paired standard error."""
+        return per_image.compare(self.influences(), other)

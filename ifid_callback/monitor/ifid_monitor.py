@@ -49,7 +49,9 @@ import torch
 from torch import Tensor, nn
 
 from ifid_callback.distributed import world_and_rank
+from ifid_callback.extras.uncertainty import latest_influences
 from ifid_callback.grid import COLUMN_TITLES, image_grid
+from ifid_callback.monitor.best import BestEvaluation
 from ifid_callback.monitor.collect import LATENT_SOURCES, LatentCollector
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.evaluation import Evaluator
@@ -243,6 +245,7 @@ class IFIDMonitor:
         )
         self.weights = weights_by_suffix(eval_vae, extra_vaes, sample_posterior)
         self.results = ResultHistory()
+        self.best = BestEvaluation()
         self.index = IndexKeeper(
             self.evaluator, self.placement, self.schedule, self.seed, eval_batch_size
         )
@@ -403,6 +406,10 @@ class IFIDMonitor:
             The metric's numbers as floats (``"ifid"``, ``"rfid"``, ...; lower is better), those
             of ``extra_vaes`` with their suffix (``"ifid_ema"``, ...), and the bookkeeping entries
             ``"step"``, ``"bank_size"`` (rows searched, all ranks) and ``"num_eval_images"``.
+            From the second evaluation on (with the standard errors on): ``"ifid_vs_best"``,
+            this iFID minus the lowest earlier one (negative: an improvement), and
+            ``"ifid_vs_best_std"``, its paired standard error over the shared evaluation images
+            (:mod:`~ifid_callback.monitor.best`).
 
         Raises:
             ValueError: the bank is empty (no training step observed yet).
@@ -416,6 +423,8 @@ class IFIDMonitor:
             self.index.prepare_evaluation(adapter, first=n == 0, world=world)
             found = self.evaluator.run(adapter, rank, world, self.placement.place())
             values.update({f"{key}{suffix}": value for key, value in found.items()})
+            if not suffix:  # the selected weights against the best of their earlier evaluations
+                values.update(self.best.compare_and_keep(latest_influences(self.metric)))
         rows, images = self.index.rows, self.num_eval_images
         result = self.results.record(values, step=self.step, bank_size=rows, num_eval_images=images)
         self.schedule.last_eval_step = int(self.step)
@@ -469,7 +478,8 @@ class IFIDMonitor:
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        """Bank, counters, cached real statistics and history (plain types and CPU tensors).
+        """Bank, counters, cached real statistics, history and the best evaluation's per-image
+        influences (for ``ifid_vs_best``), as plain types and CPU tensors.
 
         The random state is the counters: every random choice is keyed by the seed and a
         position, an id or ``steps_observed``, so a restored monitor draws what an uninterrupted

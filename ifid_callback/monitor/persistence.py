@@ -10,6 +10,7 @@ import torch
 
 from ifid_callback.bank import LatentBank
 from ifid_callback.metric import InterpolatedFID
+from ifid_callback.monitor.best import BestEvaluation, parse_best
 from ifid_callback.monitor.collect import LatentCollector
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.evaluation import Evaluator
@@ -34,10 +35,12 @@ class MonitorParts(Protocol):
     evaluator: Evaluator
     eval_set: EvalImages
     index: IndexKeeper
+    best: BestEvaluation
 
 
 def monitor_state(parts: MonitorParts) -> dict[str, Any]:
-    """Bank, counters, cached real statistics and history (plain types and CPU tensors)."""
+    """Bank, counters, cached real statistics, history and the best evaluation's per-image
+    influences (plain types and CPU tensors)."""
     sources = parts.collector.sources
     return {
         "format": STATE_FORMAT,
@@ -47,6 +50,7 @@ def monitor_state(parts: MonitorParts) -> dict[str, Any]:
         "history": parts.results.state(),
         "real_statistics": parts.evaluator.real_state(),
         "eval_fingerprint": parts.eval_set.fingerprint,
+        "best": parts.best.state(),
     }
 
 
@@ -54,8 +58,9 @@ def load_monitor_state(parts: MonitorParts, state: Mapping[str, Any]) -> None:
     """Restore ``parts`` from :func:`monitor_state`; missing entries keep their defaults.
 
     Everything is parsed before any part changes. A bank saved with another capacity keeps its
-    newest rows; cached real statistics of another evaluation set are dropped (with a warning);
-    the index is rebuilt at the next refresh or evaluation.
+    newest rows; cached real statistics and the best evaluation's influences of another
+    evaluation set are dropped (with a warning); a checkpoint without the best evaluation starts
+    a new one at the next evaluation; the index is rebuilt at the next refresh or evaluation.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"state must be a mapping from state_dict(), got {type(state)}.")
@@ -82,11 +87,22 @@ def load_monitor_state(parts: MonitorParts, state: Mapping[str, Any]) -> None:
             stacklevel=_CALLER,
         )
         real = None
+    best = parse_best(state.get("best"))
+    if best is not None and state.get("eval_fingerprint") != parts.eval_set.fingerprint:
+        # Its influences belong to other images: no paired comparison with them.
+        warnings.warn(
+            "The checkpoint's best evaluation was on another evaluation set; ifid_vs_best "
+            "starts again from the next evaluation.",
+            UserWarning,
+            stacklevel=_CALLER,
+        )
+        best = None
     # Everything parsed: from here on the monitor changes.
     collector.bank, collector.sources = bank, sources
     parts.metric.bank = bank
     parts.schedule.load_state_dict(state)
     parts.results.load(state.get("history", []))
+    parts.best.influences = best
     # A full reset of the metric (cached real statistics included); the index is rebuilt.
     parts.evaluator.load_real_state(real)
     parts.index.invalidate()
