@@ -17,7 +17,7 @@ The smallest N whose ratios all lie in [0.85, 1.3] (for the single FIDs of both 
 for their paired difference, in every scenario and dimension) is printed last: below it the
 metric warns (``ifid_callback.extras.uncertainty.CALIBRATED_QUERIES``).
 
-Usage: python bench/bench_small_n.py [--draws 2000] [--threads 1]
+Usage: python bench/bench_small_n.py [--draws 1000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def smallest_calibrated(rows: dict[int, list[SmallN]]) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--draws", type=int, default=2000, help="draws of images per N")
+    parser.add_argument("--draws", type=int, default=1000, help="draws of images per N")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--dims", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--threads", type=int, default=1)

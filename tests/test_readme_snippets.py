@@ -31,6 +31,8 @@ NEEDS = {
 
 
 def _framework(code: str) -> str:
+    if "ifid_vs_best" in code:
+        return "early-stopping"
     if "EMAWeightAveraging" in code:
         return "lightning-ema"
     if "from ema_pytorch" in code:
@@ -44,7 +46,16 @@ def _framework(code: str) -> str:
 def test_the_readme_has_the_four_quick_starts_and_the_averaged_weights():
     # The second "metric" snippet: one feature network shared by several metrics.
     assert sorted(_framework(code) for code in PYTHON) == sorted(
-        ["metric", "metric", "lightning", "accelerate", "transformers", "lightning-ema", "ema"]
+        [
+            "metric",
+            "metric",
+            "lightning",
+            "accelerate",
+            "transformers",
+            "lightning-ema",
+            "ema",
+            "early-stopping",
+        ]
     )
 
 
@@ -92,6 +103,11 @@ def test_python_snippet_runs_as_written(code, in_tmp, monkeypatch):
         assert logged == pytest.approx([h["ifid"] for h in history], rel=1e-6)
         assert list(in_tmp.rglob("events.out.tfevents.*"))
         assert list(in_tmp.rglob("run-*.wandb"))
+    elif kind == "early-stopping":
+        history = namespace["monitor"].history
+        assert len(history) >= 3 and "ifid_vs_best" not in history[0]
+        assert all(h["ifid_vs_best_std"] > 0 for h in history[1:])
+        assert namespace["min_delta"] > 0
     elif kind == "ema":
         history = namespace["monitor"].history
         assert [h["step"] for h in history] == [4, 8]

@@ -175,3 +175,29 @@ def test_a_resumed_monitor_gives_the_uninterrupted_vs_best():
     )
     old.load_state_dict({k: v for k, v in state.items() if k != "best"})
     assert "ifid_vs_best" not in old.evaluate(7)
+
+
+def test_the_warning_threshold_is_where_calibration_starts(one_thread):
+    """bench/bench_small_n.py (1000 draws): mean reported SE / true spread 0.79-0.86 at N = 8,
+    0.88-0.95 at 16, 0.94-1.03 at 32. At 200 draws here: short of 0.9 below the threshold,
+    within [0.85, 1.3] above it."""
+    from bench.bench_small_n import measure
+
+    assert max(measure("near", 64, 8, 200)) < 0.9
+    assert measure("near", 64, 2 * CALIBRATED_QUERIES, 200).calibrated()
+
+
+def test_a_best_evaluation_of_other_images_is_dropped_on_load():
+    monitor, vae, _ = _run(1)
+    state = monitor.state_dict()
+    other = IFIDMonitor(
+        vae,
+        eval_images=smooth_images(20, 3, SIZE, seed=9),
+        feature=RandomFeatures(3 * SIZE * SIZE),
+        bank_capacity=32,
+    )
+    with pytest.warns(UserWarning, match="best evaluation was on another evaluation set"):
+        other.load_state_dict(state)
+    assert "ifid_vs_best" not in other.evaluate(3)
+    with pytest.raises(ValueError, match=r"lacks \['positions'\]"):
+        other.load_state_dict({**state, "best": {"ifid": 1.0, "influence": torch.zeros(3)}})

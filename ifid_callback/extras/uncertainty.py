@@ -20,9 +20,9 @@ from ifid_callback.functional.uncertainty import (
 # Fewest queries for which the standard errors are reported.
 MIN_QUERIES = 3
 # Fewest queries at which they are calibrated. Mean reported SE / empirical std of FID over
-# repeated draws (bench/bench_small_n.py, stand-in features, d = 64 and 256, single FIDs and
-# paired differences): 0.52-0.59 at N = 3, 0.61-0.68 at 4, 0.64-0.74 at 5, 0.77-0.87 at 8,
-# 0.86-0.95 at 16, 0.94-1.06 at 32; within [0.85, 1.3] from N = 16 on.
+# 1000 draws (bench/bench_small_n.py, stand-in features, d = 64 and 256, single FIDs and
+# paired differences): 0.51-0.59 at N = 3, 0.62-0.68 at 4, 0.68-0.74 at 5, 0.79-0.86 at 8,
+# 0.88-0.95 at 16, 0.94-1.03 at 32; within [0.85, 1.3] from N = 16 on.
 CALIBRATED_QUERIES = 16
 
 
@@ -83,7 +83,7 @@ class StandardErrors(Extra):
             warnings.warn(
                 f"The standard errors of iFID/rFID from {n} query images understate the true "
                 f"spread (they are calibrated from {CALIBRATED_QUERIES} images on: measured "
-                "0.5-0.9 of it below, see bench/bench_small_n.py); evaluate at least "
+                "0.5-0.86 of it below, see bench/bench_small_n.py); evaluate at least "
                 f"{CALIBRATED_QUERIES} images (hundreds for a useful FID).",
                 UserWarning,
                 stacklevel=5,
