@@ -40,7 +40,10 @@ def update_terms(
         if not metric.compute_rfid:
             return new, rows
     else:
-        z_nn, _ = metric.neighbors(z, exclude=ids, generator=metric._generators(positions, "pick"))
+        z_nn, _, steps = step.neighbor_rows(
+            metric.reference, z, metric.k, metric.pick, ids, metric._generators(positions, "pick")
+        )
+        rows["neighbor_steps"] = steps
         if not metric._scale_warned:
             metric._scale_warned = metric.reference.warn_if_scale_differs(
                 z, metric.vae.sample_posterior

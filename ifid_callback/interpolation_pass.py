@@ -96,10 +96,24 @@ def neighbor_latents(
 
     Returns ``(z_nn, ids)``: neighbour latents shaped and typed like ``z``, and their (B,) ids.
     """
+    z_nn, ids, _ = neighbor_rows(reference, z, k, pick, exclude, generator)
+    return z_nn, ids
+
+
+def neighbor_rows(
+    reference: Reference,
+    z: Tensor,
+    k: int,
+    pick: str,
+    exclude: Tensor | None = None,
+    generator: Any = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`neighbor_latents` and the (B,) int64 CPU insertion steps of the rows picked
+    (``-1`` where unknown)."""
     dist, found = reference.search(z, k, exclude)
     choice = found[:, 0].cpu() if k == 1 else _pick(reference, z, dist, found, pick, generator)
     z_nn = reference.lookup(choice).to(z.device, z.dtype).reshape(z.shape)
-    return z_nn, reference.ids_of(choice)
+    return z_nn, reference.ids_of(choice), reference.steps_of(choice)
 
 
 def _pick(

@@ -218,12 +218,14 @@ class InterpolatedFID(Metric):
         self._real_root = fid_state.RealRoot()
         self._scale_warned = False
         self._rows_cached = self._real_cached = self._round_computed = False
+        # (n,) int64 insertion steps of the neighbours of the last computed round (-1: unknown).
+        self.last_neighbor_steps = torch.empty(0, dtype=torch.long)
         self._new_round()
         self.num_features = num_features or feature_dimension(self.feature_net)
         for name, default in fid_state.sum_states(self.num_features).items():
             self.add_state(name, default, dist_reduce_fx="sum")
         # The queries' latents (only without a bank: searched at compute()) and positions.
-        for name in ("query_latents", "query_positions", *fid_state.ROW_STATES):
+        for name in ("query_latents", "query_positions", "neighbor_steps", *fid_state.ROW_STATES):
             self.add_state(name, [], dist_reduce_fx="cat")
         for extra in self.extras.values():
             for name, default in extra.states().items():
@@ -339,6 +341,7 @@ class InterpolatedFID(Metric):
             sums.update(found)
         # The real statistics are complete only when the round ends: reset() starts caching them.
         self._round_computed = True
+        self.last_neighbor_steps = fid_state.cat_state(self.neighbor_steps, torch.long).cpu()
         names = ("interp", "recon") if self.compute_rfid else ("interp",)
         out = fid_state.fids(self, sums, self._real_root, names)
         rows = None

@@ -4,7 +4,7 @@ A :class:`Reference` holds one of three sources of rows: a :class:`~ifid_callbac
 (indexed at each refresh, gathered over ranks under DDP), vectors given to :meth:`refresh`
 (e.g. the queries themselves), or a prebuilt index with a lookup of its rows (a reference too
 large for memory). It owns everything the search needs: the index, the rows the index's positions
-point into, their ids, the per-channel search statistics (``search_norm="bn_channel"``) and the
+point into, their ids and insertion steps, the per-channel search statistics (``search_norm="bn_channel"``) and the
 median row norm that the scale warning compares queries with.
 
 Ownership is by construction: rows are held by small picklable objects (:class:`OwnedRows`,
@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ifid_callback.bank import LatentBank
+from ifid_callback.bank import UNKNOWN_STEP, LatentBank
 from ifid_callback.distributed import all_reduce_int, world_and_rank
 from ifid_callback.functional.channel_norm import (
     ChannelStatistics,
@@ -110,6 +110,7 @@ class Reference:
         self.source: tuple[LatentBank, object, object, bool] | None = None
         self.statistics: ChannelStatistics | None = None
         self.scale: float | None = None  # median norm of (a spread sample of) the indexed rows
+        self.steps: Tensor | None = None  # (N,) insertion steps of the indexed bank rows, CPU
 
     # ------------------------------------------------------------------ which rows
     @property
@@ -190,13 +191,13 @@ class Reference:
         source = None
         if vectors is None and world > 1:
             bank = self._bank
-            vectors, ids = drop_repeated_rows(*bank.gather())
+            vectors, ids, steps = drop_repeated_rows(*bank.gather(with_steps=True))
             rows: Callable[[Tensor], Tensor] = OwnedRows(vectors)  # this rank's own copy
             source = (bank, bank.lineage, bank.token, False)
         elif vectors is None:
             bank = self._bank
             live = self.auto_refresh  # rebuilt before any search that follows a change
-            vectors, ids = bank.vectors, bank.ids.clone()
+            vectors, ids, steps = bank.vectors, bank.ids.clone(), bank.steps.clone()
             if live:
                 rows = LiveBankRows(bank)
             elif index.kind_for(vectors) == "exact":
@@ -208,7 +209,7 @@ class Reference:
         else:
             if ids is None:
                 ids = torch.arange(vectors.shape[0], device=vectors.device)
-            rows = OwnedRows(vectors)
+            rows, steps = OwnedRows(vectors), None
         statistics = None
         if channels is not None:
             # Statistics of exactly the rows indexed (after any gather); the index searches
@@ -218,7 +219,7 @@ class Reference:
         scale = median_norm(rows(spread_positions(vectors.shape[0])))
         index.build(vectors, ids)
         self.index, self.source, self.rows = index, source, rows
-        self.statistics, self.scale = statistics, scale
+        self.statistics, self.scale, self.steps = statistics, scale, steps
         return len(index)
 
     def _channels(self, vectors: Tensor | None) -> int | None:
@@ -276,6 +277,15 @@ class Reference:
         assert self.index is not None
         return self.index.ids_of(positions)
 
+    def steps_of(self, positions: Tensor) -> Tensor:
+        """Insertion steps (int64, CPU, shaped like ``positions``) of the rows at ``positions``
+        of the snapshot the index was built from; ``UNKNOWN_STEP`` (-1) for rows not from a
+        bank (given vectors, a prebuilt index) or added without a step."""
+        positions = positions.cpu()
+        if self.steps is None:
+            return torch.full(positions.shape, UNKNOWN_STEP, dtype=torch.long)
+        return self.steps[positions]
+
     def warn_if_scale_differs(self, z: Tensor, sample_posterior: bool) -> bool:
         """Warn when the query latents ``z`` are on another scale than the indexed rows; returns
         whether it warned (the caller warns once)."""
@@ -303,18 +313,19 @@ class Reference:
         return True
 
 
-def drop_repeated_rows(vectors: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+def drop_repeated_rows(vectors: Tensor, ids: Tensor, *aligned: Tensor) -> tuple[Tensor, ...]:
     """Keep the first of rows that repeat an earlier row with the same id and the same values.
 
     Rows that share an id but differ are all kept (ids may repeat); only exact repeats, such as
-    one bank present on several ranks, go. Returns the inputs themselves when nothing repeats.
+    one bank present on several ranks, go. ``aligned`` tensors (one value per row, e.g. the
+    insertion steps) keep the same rows. Returns the inputs themselves when nothing repeats.
     """
     if len(ids) < 2:
-        return vectors, ids
+        return vectors, ids, *aligned
     sorted_ids, order = torch.sort(ids, stable=True)  # a group keeps its rows' original order
     counts = torch.unique_consecutive(sorted_ids, return_counts=True)[1]
     if int(counts.max()) < 2:
-        return vectors, ids
+        return vectors, ids, *aligned
     keep = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
     step = max(1, 2**20 // max(vectors.shape[1], 1))
     for offset in range(1, int(counts.max())):  # compare each row with every earlier one of its id
@@ -325,8 +336,8 @@ def drop_repeated_rows(vectors: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
             same = (vectors[later] == vectors[earlier]).all(dim=1)
             keep[later[same]] = False
     if bool(keep.all()):
-        return vectors, ids
-    return vectors[keep], ids[keep]
+        return vectors, ids, *aligned
+    return vectors[keep], ids[keep], *(t[keep.to(t.device)] for t in aligned)
 
 
 def spread_positions(n: int, most: int = _SCALE_ROWS) -> Tensor:

@@ -5,7 +5,7 @@ import pytest
 from ifid_callback.integrations import common
 
 
-def test_every_metric_is_logged_under_the_prefix_and_bookkeeping_is_not():
+def test_every_metric_and_the_bank_size_are_logged_under_the_prefix_and_bookkeeping_is_not():
     result = {
         "ifid": 1.0,
         "rfid": 2.0,
@@ -20,12 +20,14 @@ def test_every_metric_is_logged_under_the_prefix_and_bookkeeping_is_not():
         "val/rfid": 2.0,
         "val/iFID_ema": 3.0,
         "val/psnr": 4.0,
+        "val/bank_size": 6.0,
     }
     assert common.logged_metrics(result, "eval_") == {
         "eval_ifid": 1.0,
         "eval_rfid": 2.0,
         "eval_ifid_ema": 3.0,
         "eval_psnr": 4.0,
+        "eval_bank_size": 6.0,
     }
 
 

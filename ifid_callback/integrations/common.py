@@ -85,14 +85,15 @@ def logged_metrics(
     """The numbers of an evaluation under their logged names: ``prefix + name``.
 
     Every metric entry of ``result`` is kept (``ifid``, ``rfid`` and whatever else the metric
-    computes, with the suffixes of extra weights such as ``ifid_ema``); the bookkeeping entries
-    (``step``, ``bank_size``, ``num_eval_images``) are not. ``names`` renames a metric and its
-    suffixed variants: ``{"ifid": "iFID"}`` logs ``ifid_ema`` as ``iFID_ema``.
+    computes, with the suffixes of extra weights such as ``ifid_ema``), and so are the bank's
+    size and its neighbours' ages (``bank_size``, ``neighbor_age_median``, ``neighbor_age_p90``);
+    ``step`` and ``num_eval_images`` are not. ``names`` renames a metric and its suffixed
+    variants: ``{"ifid": "iFID"}`` logs ``ifid_ema`` as ``iFID_ema``.
     """
     names = dict(names or {})
     out = {}
     for key, value in result.items():
-        if key in BOOKKEEPING_KEYS:
+        if key in BOOKKEEPING_KEYS and key != "bank_size":
             continue
         base, sep, rest = key.partition("_")
         name = names.get(key) or (names[base] + sep + rest if base in names else key)

@@ -229,12 +229,13 @@ class LatentCollector:
         """How many of a batch of ``batch`` images ``latent_source="encode"`` re-encodes."""
         return max(1, math.ceil(self.encode_fraction * batch))
 
-    def insert(self, latents: Tensor, images: Tensor | None) -> None:
-        """Add the step's latents (and their source images with ``exact_bank``) to the bank."""
+    def insert(self, latents: Tensor, images: Tensor | None, step: int | None = None) -> None:
+        """Add the step's latents (and their source images with ``exact_bank``) to the bank,
+        recorded as inserted at training step ``step``."""
         if self.pinned_device is None and self.bank.device != latents.device:
             # Keep the bank where the latents are made: no device copy per step.
             self.move(latents.device)
-        ids = self.bank.add(latents.to(self.bank.device))
+        ids = self.bank.add(latents.to(self.bank.device), step=step)
         if self.sources is not None:
             self.sources.add(images.detach().to(self.sources.device), ids=ids)
 
@@ -256,9 +257,14 @@ class LatentCollector:
 
     # ------------------------------------------------------------------ exact bank
     def refill(
-        self, encode: Callable[[Tensor, Tensor], Tensor], batch_size: int, device: Any
+        self,
+        encode: Callable[[Tensor, Tensor], Tensor],
+        batch_size: int,
+        device: Any,
+        step: int | None = None,
     ) -> None:
-        """Re-encode the bank's source images (``exact_bank``): ``encode(images, ids)``."""
+        """Re-encode the bank's source images (``exact_bank``): ``encode(images, ids)``; the new
+        rows count as inserted at ``step`` (they hold the current weights' encodes)."""
         state = self.sources.state_dict()  # rows in insertion order
         ids = state["ids"]
         images = state["vectors"].reshape(len(ids), *state["latent_shape"])
@@ -268,7 +274,7 @@ class LatentCollector:
             parts.append(encode(chunk, chunk_ids).detach().to(self.bank.device))
         # clear() keeps the id counter, so automatic ids stay unique after the refill.
         self.bank.clear()
-        self.bank.add(torch.cat(parts), ids=ids)
+        self.bank.add(torch.cat(parts), ids=ids, step=step)
 
 
 def first_tensor(output: Any) -> Tensor:

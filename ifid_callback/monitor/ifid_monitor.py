@@ -55,6 +55,7 @@ from ifid_callback.monitor.best import BestEvaluation
 from ifid_callback.monitor.collect import LATENT_SOURCES, LatentCollector
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.evaluation import Evaluator
+from ifid_callback.monitor.freshness import NeighborAges
 from ifid_callback.monitor.grid_columns import grid_columns
 from ifid_callback.monitor.index_keeper import IndexKeeper
 from ifid_callback.monitor.metric_setup import build_metric, check_extra_vaes, check_metric_options
@@ -145,6 +146,10 @@ class IFIDMonitor:
             per-user default directory) or None (default: off). A new run on the same images
             with the same feature network and settings skips their feature pass at its first
             evaluation too. Under DDP rank 0 reads and writes the files.
+        max_neighbor_age: warn once when the median age (evaluation step minus the step the
+            row entered the bank) of the neighbours an evaluation used exceeds this many steps
+            (default None: never). The ages are reported either way
+            (``neighbor_age_median``, ``neighbor_age_p90``).
 
     Example:
         >>> monitor = IFIDMonitor(vae, eval_images=val_images, eval_every_n_steps=1000)  # doctest: +SKIP
@@ -193,6 +198,7 @@ class IFIDMonitor:
         extra_vaes: Mapping[str, Any] | None = None,
         metric_options: Mapping[str, Any] | None = None,
         real_stats_cache: Any = None,
+        max_neighbor_age: int | None = None,
     ) -> None:
         self.schedule = Schedule(refresh_every_n_steps, eval_every_n_steps)
         for name, value in (
@@ -246,6 +252,7 @@ class IFIDMonitor:
         self.weights = weights_by_suffix(eval_vae, extra_vaes, sample_posterior)
         self.results = ResultHistory()
         self.best = BestEvaluation()
+        self.ages = NeighborAges(max_neighbor_age)
         self.index = IndexKeeper(
             self.evaluator, self.placement, self.schedule, self.seed, eval_batch_size
         )
@@ -350,7 +357,7 @@ class IFIDMonitor:
             self._subsample,
             self.eval_set.check_training_latents,
         )
-        self.collector.insert(latents, images)
+        self.collector.insert(latents, images, self.schedule.next_step(step))
         self.metric.bank = self.collector.bank
         self.schedule.observed(step)
         if self.schedule.refresh_due():
@@ -405,7 +412,9 @@ class IFIDMonitor:
         Returns:
             The metric's numbers as floats (``"ifid"``, ``"rfid"``, ...; lower is better), those
             of ``extra_vaes`` with their suffix (``"ifid_ema"``, ...), and the bookkeeping entries
-            ``"step"``, ``"bank_size"`` (rows searched, all ranks) and ``"num_eval_images"``.
+            ``"step"``, ``"bank_size"`` (rows searched, all ranks) and ``"num_eval_images"``;
+            ``"neighbor_age_median"`` and ``"neighbor_age_p90"``: how many steps before ``step``
+            the neighbours used entered the bank (:mod:`~ifid_callback.monitor.freshness`).
             From the second evaluation on (with the standard errors on): ``"ifid_vs_best"``,
             this iFID minus the lowest earlier one (negative: an improvement), and
             ``"ifid_vs_best_std"``, its paired standard error over the shared evaluation images
@@ -425,6 +434,7 @@ class IFIDMonitor:
             values.update({f"{key}{suffix}": value for key, value in found.items()})
             if not suffix:  # the selected weights against the best of their earlier evaluations
                 values.update(self.best.compare_and_keep(latest_influences(self.metric)))
+                values.update(self.ages.summarize(self.metric.last_neighbor_steps, self.step))
         rows, images = self.index.rows, self.num_eval_images
         result = self.results.record(values, step=self.step, bank_size=rows, num_eval_images=images)
         self.schedule.last_eval_step = int(self.step)

@@ -143,6 +143,6 @@ class IndexKeeper:
                 )
                 return vae.encode(chunk, generator=gens)
 
-            self.collector.refill(encode, self.batch_size, device)
+            self.collector.refill(encode, self.batch_size, device, step=self.schedule.step)
         self.metric.bank = self.collector.bank
         self.encoder = adapter

@@ -33,10 +33,14 @@ class Schedule:
         self.last_refresh_step: int | None = None
         self.last_eval_step: int | None = None
 
+    def next_step(self, step: int | None) -> int:
+        """The global step an observation at ``step`` counts as (default: last + 1)."""
+        return int(step) if step is not None else self.step + 1
+
     def observed(self, step: int | None) -> None:
         """Count one observed training step (``step``: the global step; default: last + 1)."""
         self.steps_observed += 1
-        self.step = int(step) if step is not None else self.step + 1
+        self.step = self.next_step(step)
 
     def refresh_due(self) -> bool:
         """Whether the index is due for a scheduled rebuild at the current step."""
