@@ -1,14 +1,31 @@
-"""The columns of the monitor's image grid: x | NN(x) | interpolant | reconstruction."""
+"""The monitor's image grid: x | NN(x) | interpolant | reconstruction, and its columns."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ifid_callback.functional.interpolation import interpolate
+from ifid_callback.grid import COLUMN_TITLES, image_grid
 from ifid_callback.metric import InterpolatedFID
 
-__all__ = ["grid_columns"]
+__all__ = ["grid_columns", "monitor_grid"]
+
+
+def monitor_grid(monitor: Any, num_rows: int, labels: bool) -> Tensor:
+    """``IFIDMonitor.render_grid``: the grid of the first ``num_rows`` evaluation images with
+    the evaluated weights and the current index (built if missing)."""
+    rows = min(num_rows, monitor.num_eval_images)
+    adapter = monitor._adapter("")
+    monitor.index.prepare_grid(adapter)
+    device = monitor.placement.place()
+    x = monitor.eval_set.first(rows).to(device, torch.float32)
+    with monitor.evaluator.using(adapter):
+        columns = grid_columns(monitor.metric, x)
+    titles = COLUMN_TITLES if labels else None
+    return image_grid(columns, monitor.input_range, titles=titles)
 
 
 def grid_columns(metric: InterpolatedFID, x: Tensor) -> list[Tensor]:

@@ -50,13 +50,12 @@ from torch import Tensor, nn
 
 from ifid_callback.distributed import world_and_rank
 from ifid_callback.extras.uncertainty import latest_influences
-from ifid_callback.grid import COLUMN_TITLES, image_grid
 from ifid_callback.monitor.best import BestEvaluation
 from ifid_callback.monitor.collect import LATENT_SOURCES, LatentCollector
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.evaluation import Evaluator
 from ifid_callback.monitor.freshness import NeighborAges
-from ifid_callback.monitor.grid_columns import grid_columns
+from ifid_callback.monitor.grid_columns import monitor_grid
 from ifid_callback.monitor.index_keeper import IndexKeeper
 from ifid_callback.monitor.metric_setup import build_metric, check_extra_vaes, check_metric_options
 from ifid_callback.monitor.persistence import load_monitor_state, monitor_state
@@ -476,15 +475,7 @@ class IFIDMonitor:
         Returns:
             (3, H', W') float32 tensor in [0, 1] (see :func:`ifid_callback.grid.image_grid`).
         """
-        rows = min(num_rows or self.grid_rows, self.num_eval_images)
-        adapter = self._adapter("")
-        self.index.prepare_grid(adapter)
-        device = self.placement.place()
-        x = self.eval_set.first(rows).to(device, torch.float32)
-        with self.evaluator.using(adapter):
-            columns = grid_columns(self.metric, x)
-        titles = COLUMN_TITLES if labels else None
-        return image_grid(columns, self.input_range, titles=titles)
+        return monitor_grid(self, num_rows or self.grid_rows, labels)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
