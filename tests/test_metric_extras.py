@@ -67,7 +67,7 @@ def test_extras_equal_the_functions_on_the_same_features():
     assert float(out["rfid_std"]) == pytest.approx(float(se["rfid"].std_error), rel=1e-5)
     assert float(se["ifid"].std_error) > 0
     # One subset holds every row when N <= 1000: the same numbers as 100 subsets.
-    kid = kernel_inception_distances(real, {"ikid": interp, "rkid": recon})
+    kid = kernel_inception_distances(real, {"ikid": interp, "rkid": recon}, paired=True)
     for name in ("ikid", "rkid"):
         assert float(out[name]) == pytest.approx(float(kid[name].mean), rel=1e-5)
         assert float(out[f"{name}_std"]) == pytest.approx(float(kid[name].std), abs=1e-9)
