@@ -136,7 +136,16 @@ def test_gathered_rows_give_the_statistics(monkeypatch, one_thread):
     union = torch.cat([mine, other]).reshape(80, -1)
     monkeypatch.setattr(reference_module, "world_and_rank", lambda: (2, 0))
     monkeypatch.setattr(reference_module, "all_reduce_int", lambda value, op: value)
-    monkeypatch.setattr(bank, "gather", lambda: (union.clone(), torch.arange(80)))
+    steps = torch.full((80,), -1)
+    monkeypatch.setattr(
+        bank,
+        "gather",
+        lambda with_steps=False: (
+            union.clone(),
+            torch.arange(80),
+            *([steps] if with_steps else []),
+        ),
+    )
     metric = _metric(bank, search_norm="bn_channel")
     assert metric.refresh_index() == 80
     z = union.reshape(80, 3, 4, 4).double().numpy()
