@@ -4,8 +4,9 @@ A :class:`Reference` holds one of three sources of rows: a :class:`~ifid_callbac
 (indexed at each refresh, gathered over ranks under DDP), vectors given to :meth:`refresh`
 (e.g. the queries themselves), or a prebuilt index with a lookup of its rows (a reference too
 large for memory). It owns everything the search needs: the index, the rows the index's positions
-point into, their ids and insertion steps, the per-channel search statistics (``search_norm="bn_channel"``) and the
-median row norm that the scale warning compares queries with.
+point into, their ids and insertion steps, the per-channel search statistics
+(``search_norm="bn_channel"``) and the per-channel statistics of a spread sample of its rows that
+the scale warning compares the queries with (:mod:`ifid_callback.scale_check`).
 
 Ownership is by construction: rows are held by small picklable objects (:class:`OwnedRows`,
 :class:`LiveBankRows`, the bank's own :class:`~ifid_callback.bank.BankRows`, :class:`LookupRows`),
@@ -32,6 +33,7 @@ from ifid_callback.functional.channel_norm import (
     standardize,
 )
 from ifid_callback.index import NeighborIndex
+from ifid_callback.scale_check import ScaleCheck, channels_of
 
 # Rows compared per side when checking that queries and reference are on one scale.
 _SCALE_ROWS = 4096
@@ -109,7 +111,7 @@ class Reference:
         # (bank, lineage, token, live) of the bank contents the index was built from.
         self.source: tuple[LatentBank, object, object, bool] | None = None
         self.statistics: ChannelStatistics | None = None
-        self.scale: float | None = None  # median norm of (a spread sample of) the indexed rows
+        self.scale_check: ScaleCheck | None = None  # queries vs (a spread sample of) the rows
         self.steps: Tensor | None = None  # (N,) insertion steps of the indexed bank rows, CPU
 
     # ------------------------------------------------------------------ which rows
@@ -184,6 +186,11 @@ class Reference:
         elif vectors.shape[0] < 1:
             raise ValueError("The reference set is empty; add latents first.")
         channels = self._channels(vectors)
+        if vectors is None:
+            assert self._bank is not None
+            check_channels = channels_of(self._bank.latent_shape)
+        else:
+            check_channels = channels_of(tuple(vectors.shape[1:]))
         if vectors is not None and vectors.ndim > 2:
             vectors = vectors.reshape(vectors.shape[0], -1)
         self.drop()  # never hold two indexes (or an old snapshot's kept rows) while building
@@ -216,10 +223,10 @@ class Reference:
             # their standardised copy, while `rows` keep returning the raw latents.
             statistics = channel_statistics(vectors, channels)
             vectors = standardize(vectors.to(torch.float32), statistics)
-        scale = median_norm(rows(spread_positions(vectors.shape[0])))
+        check = ScaleCheck(rows(spread_positions(vectors.shape[0])), check_channels)
         index.build(vectors, ids)
         self.index, self.source, self.rows = index, source, rows
-        self.statistics, self.scale, self.steps = statistics, scale, steps
+        self.statistics, self.scale_check, self.steps = statistics, check, steps
         return len(index)
 
     def _channels(self, vectors: Tensor | None) -> int | None:
@@ -287,26 +294,36 @@ class Reference:
         return self.steps[positions]
 
     def warn_if_scale_differs(self, z: Tensor, sample_posterior: bool) -> bool:
-        """Warn when the query latents ``z`` are on another scale than the indexed rows; returns
-        whether it warned (the caller warns once)."""
-        reference = self.scale
-        if reference is None or not reference > 0:
+        """Accumulate the query latents ``z`` (B, ...) and, once enough were seen, warn when they
+        are on another scale than the indexed rows (see :mod:`ifid_callback.scale_check`);
+        returns whether it warned (the caller warns once). Cheap per batch: per-channel sums."""
+        check = self.scale_check
+        found = None if check is None else check.add(z)
+        if found is None or not found.differs:
             return False
-        ratio = median_norm(z.reshape(z.shape[0], -1)) / reference
-        if 0.5 <= ratio <= 2.0:
-            return False
-        sampled = (
-            " The queries are posterior samples (sample_posterior=True): a bank of posterior "
-            "means from a VAE with a wide posterior differs from them in the same way."
-            if sample_posterior
-            else ""
-        )
+        wider = found.std_ratio > 1
+        if sample_posterior and wider:
+            mixed = (
+                " The queries are posterior samples (sample_posterior=True): a bank of posterior "
+                "means from a VAE with a wide posterior is narrower in the same way; fill both "
+                "the same way."
+            )
+        elif not sample_posterior and not wider:
+            mixed = (
+                " The queries are posterior means: a bank of posterior samples from a VAE with a "
+                "wide posterior is wider in the same way; fill both the same way."
+            )
+        else:
+            mixed = ""
         warnings.warn(
-            f"The query latents are {ratio:.3g}x the size of the reference latents (median norms "
-            f"{ratio * reference:.4g} and {reference:.4g}): the bank holds latents on another scale "
-            "than this VAE's encode() gives, e.g. latents multiplied by a diffusion scaling_factor "
-            "or made by other weights. Fill the bank with the raw latents "
-            f"(vae.encode(x).latent_dist.mean for a diffusers VAE), as the queries are.{sampled}",
+            f"The query latents are on another scale than the reference latents: their "
+            f"per-channel standard deviation is {found.std_ratio:.3g}x the reference's and their "
+            f"channel means differ by {found.offset:.3g} reference standard deviations (over "
+            f"{check.rows} query latents). The bank holds latents transformed from what this "
+            "VAE's encode() gives, e.g. multiplied by a diffusion scaling_factor (and shifted by "
+            "a shift_factor: SD3, FLUX) or made by other weights. Fill the bank with the raw "
+            f"latents (vae.encode(x).latent_dist.mean for a diffusers VAE), as the queries are."
+            f"{mixed}",
             UserWarning,
             stacklevel=5,  # the caller of update(), through torchmetrics' wrapper
         )
@@ -343,8 +360,3 @@ def drop_repeated_rows(vectors: Tensor, ids: Tensor, *aligned: Tensor) -> tuple[
 def spread_positions(n: int, most: int = _SCALE_ROWS) -> Tensor:
     """Up to ``most`` positions spread evenly over ``n`` rows."""
     return torch.linspace(0, n - 1, min(n, most)).round().long().unique()
-
-
-def median_norm(rows: Tensor) -> float:
-    """Median Euclidean norm of the rows (B, D), in float32."""
-    return float(torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).median())
