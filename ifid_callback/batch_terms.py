@@ -11,6 +11,7 @@ from torch import Tensor
 from ifid_callback import fid_state
 from ifid_callback import interpolation_pass as step
 from ifid_callback.image_checks import check_latents_fit_bank
+from ifid_callback.pixel_identity import pixel_digests
 
 
 def update_terms(
@@ -36,6 +37,7 @@ def update_terms(
     z_nn = None
     if metric.reference.is_self:  # interpolants at compute(); reconstructions now
         rows["query_latents"] = z.detach().to(torch.float32).reshape(z.shape[0], -1)
+        rows["query_digests"] = pixel_digests(images)  # copies of one image: one id at compute
         metric._latent_shape = tuple(z.shape[1:])
         if not metric.compute_rfid:
             return new, rows

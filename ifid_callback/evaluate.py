@@ -87,9 +87,12 @@ def evaluate_vae(
         ``"ifid_std"``, ``"rfid_std"``, ``"psnr"``, ``"ssim"``, ``"mse"`` by default;
         ``"ikid"``, ``"rkid"``, ... with ``kid=True``; ``"iprecision"``, ``"irecall"`` with
         ``precision_recall=True``), and ``"num_images"``, ``"bank_size"``, ``"self_matches"``,
-        ``"exclude_self"``: ``self_matches`` counts the queries whose pixels are also in the
-        reference set; with ``real_stats_cache``, ``"real_stats_cached"`` (True when the real
-        statistics came from the cache).
+        ``"exclude_self"``, ``"duplicate_queries"``: ``self_matches`` counts the queries whose
+        pixels are also in the reference set; ``duplicate_queries`` (without a reference set)
+        the queries whose pixels repeat an earlier query's: copies of one image are never each
+        other's neighbour (they are one image), and every copy still counts in the FIDs; with
+        ``real_stats_cache``, ``"real_stats_cached"`` (True when the real statistics came from
+        the cache).
 
     Raises:
         ValueError: the reference set contains query images and ``exclude_self`` is False.
@@ -168,6 +171,7 @@ def evaluate_vae(
     result["bank_size"] = bank_size if reference_loader is not None else seen
     result["self_matches"] = self_matches
     result["exclude_self"] = bool(exclude_self)
+    result["duplicate_queries"] = metric.last_duplicate_queries if reference_loader is None else 0
     return result
 
 

@@ -91,7 +91,8 @@ class InterpolatedFID(Metric):
             authors' ``evalvae.py``: unclamped floats, bilinear 299, ``2x - 1``). PSNR/SSIM/MSE
             and LPIPS score clamped reconstructions in both.
         bank: a :class:`LatentBank`, or None: the queries are their own reference (self
-            excluded). Under DDP the banks of all ranks are gathered at each index refresh (a
+            excluded, and with it every pixel-identical copy of the query; their count is
+            ``last_duplicate_queries`` after compute()). Under DDP the banks of all ranks are gathered at each index refresh (a
             collective; a row repeated under one id counts once).
         index: ``"auto"``, ``"exact"``, a faiss kind or factory string (:class:`NeighborIndex`).
         distance: ``"cosine"`` (default for slerp/mask) or ``"sqeuclidean"`` (for linear).
@@ -220,12 +221,16 @@ class InterpolatedFID(Metric):
         self._rows_cached = self._real_cached = self._round_computed = False
         # (n,) int64 insertion steps of the neighbours of the last computed round (-1: unknown).
         self.last_neighbor_steps = torch.empty(0, dtype=torch.long)
+        # Without a bank: queries of the last computed round that repeat an earlier one's pixels.
+        self.last_duplicate_queries = 0
         self._new_round()
         self.num_features = num_features or feature_dimension(self.feature_net)
         for name, default in fid_state.sum_states(self.num_features).items():
             self.add_state(name, default, dist_reduce_fx="sum")
-        # The queries' latents (only without a bank: searched at compute()) and positions.
-        for name in ("query_latents", "query_positions", "neighbor_steps", *fid_state.ROW_STATES):
+        # The queries' latents and pixel digests (only without a bank: searched at compute())
+        # and positions.
+        states = ("query_latents", "query_digests", "query_positions", "neighbor_steps")
+        for name in (*states, *fid_state.ROW_STATES):
             self.add_state(name, [], dist_reduce_fx="cat")
         for extra in self.extras.values():
             for name, default in extra.states().items():

@@ -3,7 +3,9 @@
 Every query latent of the round (gathered over ranks) is indexed; each rank then decodes the
 interpolants of its share of the chunks, and the sums (and per-image rows) are added over ranks.
 A query's random choices come from its position, so the result depends neither on the world
-size nor on the order of the gathered rows.
+size nor on the order of the gathered rows. Pixel-identical queries share one id (their
+digests, :mod:`ifid_callback.pixel_identity`), so no copy of an image is another copy's
+neighbour; their number is kept in ``metric.last_duplicate_queries``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor
 
 from ifid_callback.distributed import all_reduce_sum, world_and_rank
 from ifid_callback.fid_state import cat_state
+from ifid_callback.pixel_identity import identity_groups
 
 # Queries decoded per call.
 CHUNK = 64
@@ -29,7 +32,20 @@ def search_own_queries(metric: Any) -> tuple[dict[str, Tensor], Tensor | None]:
         raise ValueError(f"Without a bank the queries are their own reference; need >= 2, got {n}.")
     positions = cat_state(metric.query_positions, torch.long).cpu()
     shape = getattr(metric, "_latent_shape", (latents.shape[1],))
-    ids = torch.arange(n, device=latents.device)
+    digests = cat_state(metric.query_digests, torch.long, 2)
+    if digests.shape[0] != n:  # an internal invariant: say so rather than misidentify
+        raise RuntimeError(
+            f"{digests.shape[0]} pixel digests for {n} queries; the rows of one round are out "
+            "of step (please report this)."
+        )
+    ids, duplicates = identity_groups(digests.to(latents.device))
+    if duplicates == n - 1:
+        raise ValueError(
+            f"Without a bank the queries are their own reference, but all {n} query images are "
+            "the same pixels: no image has a neighbour other than its own copies. Evaluate "
+            "distinct images, or pass a bank."
+        )
+    metric.last_duplicate_queries = duplicates
     try:
         return _search(metric, latents, ids, positions, shape)
     finally:
