@@ -8,7 +8,7 @@ import torch
 
 from ifid_callback import InterpolatedFID
 from ifid_callback.evaluate import evaluate_vae
-from tests.helpers import RandomFeatures, decode, encode, smooth_images
+from tests.helpers import RandomFeatures, decode, encode, run_ranks, smooth_images
 from tests.test_reference_overlap import IN_DIM, SIZE, _brute_force
 
 
@@ -70,3 +70,22 @@ def test_all_queries_the_same_image_is_refused_and_the_round_survives():
     metric.update(smooth_images(6, 3, SIZE, seed=5))  # the round goes on
     assert torch.isfinite(metric.compute()["ifid"])
     assert metric.last_duplicate_queries == 5
+
+
+def _rank(rank: int, world: int) -> tuple[float, float, int]:
+    _, queries = _with_copies()
+    mine = torch.arange(rank, len(queries), world)  # copies on the other rank than their original
+    metric = _metric()
+    for part in mine.split(6):
+        metric.update(queries[part], positions=part)
+    out = metric.compute()
+    return float(out["ifid"]), float(out["rfid"]), metric.last_duplicate_queries
+
+
+def test_two_processes_find_the_copies_on_the_other_rank(tmp_path):
+    _, queries = _with_copies()
+    ifid, rfid = _brute_force(queries, queries)
+    for got_ifid, got_rfid, duplicates in run_ranks(_rank, 2, tmp_path):
+        assert duplicates == 21
+        assert got_ifid == pytest.approx(ifid, rel=1e-4)
+        assert got_rfid == pytest.approx(rfid, rel=1e-4)
