@@ -46,11 +46,12 @@ def update_terms(
             metric.reference, z, metric.k, metric.pick, ids, metric._generators(positions, "pick")
         )
         rows["neighbor_steps"] = steps
-        if not metric._scale_warned:
-            metric._scale_warned = metric.reference.warn_if_scale_differs(
-                z, metric.vae.sample_posterior
-            )
     found, found_rows = decoded_terms(metric, z, z_nn, positions, images)
+    if z_nn is not None and not metric._scale_warned:
+        # After the decode: the scale check learns only from batches that went through.
+        metric._scale_warned = metric.reference.warn_if_scale_differs(
+            z, metric.vae.sample_posterior
+        )
     new.update(found)
     rows.update(found_rows)
     return new, rows

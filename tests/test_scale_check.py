@@ -145,3 +145,28 @@ def test_posterior_samples_of_a_narrow_posterior_against_means_do_not_warn():
     ref = _reference(means)
     with pytest.warns(UserWarning, match="posterior samples"):
         ref.warn_if_scale_differs(queries + 1.5 * torch.randn(queries.shape, generator=g), True)
+
+
+def test_a_batch_that_fails_teaches_the_check_nothing():
+    from ifid_callback import InterpolatedFID
+    from tests.helpers import RandomFeatures, decode, encode, smooth_images
+
+    calls = {"fail": True}
+
+    def flaky_decode(z):
+        if calls["fail"]:
+            raise RuntimeError("decoder out of memory")
+        return decode(z)
+
+    bank = LatentBank(capacity=32)
+    bank.add(encode(smooth_images(32, seed=2)))
+    metric = InterpolatedFID(
+        encoder=encode, decoder=flaky_decode, bank=bank, feature=RandomFeatures(3 * 8 * 8)
+    )
+    queries = smooth_images(8, seed=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        metric.update(queries)
+    assert metric.reference.scale_check.rows == 0
+    calls["fail"] = False
+    metric.update(queries)
+    assert metric.reference.scale_check.rows == 8
