@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ifid-installed
 
-.PHONY: install test demo lint bench gpu-check clean
+.PHONY: install test demo lint docs bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check ifid_callback tests bench examples
 
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link or reference fails.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: install
 	for f in bench/bench_*.py; do $(PY) $$f || exit 1; done
 
@@ -37,4 +41,4 @@ gpu-check: install
 	$(PY) bench/gpu_check.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
