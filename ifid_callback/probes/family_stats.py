@@ -6,6 +6,12 @@ replacement and, within each drawn VAE, its own probe seeds with replacement (VA
 different numbers of probe seeds: one for most, two for a random third). :func:`simulate_power`
 runs that test on simulated families whose noise is the measured one, and
 :func:`measured_noise` reads that noise off a committed study's ``results.json``.
+
+The secondary analyses resample the same way (VAEs, then each VAE's own probe seeds):
+:func:`ragged_correlation` (one predictor against gFID), :func:`ragged_partial_correlation`
+(does a predictor add to another?), :func:`stratified_paired_difference` (the primary's
+difference after adjusting for a stratum such as the latent shape) and :func:`seed_spread`
+(probe-seed noise against the spread across VAEs).
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from .stats import PairedDifference, correlation
+from .stats import CorrelationResult, PairedDifference, correlation
 
 __all__ = [
     "MeasuredNoise",
     "measured_noise",
+    "ragged_correlation",
     "ragged_paired_difference",
+    "ragged_partial_correlation",
     "seed_counts_for",
+    "seed_spread",
     "simulate_power",
+    "stratified_paired_difference",
 ]
 
 
@@ -262,3 +272,218 @@ def measured_noise(results_json: str | os.PathLike, group: str = "A") -> Measure
         num_samples=int(data["config"]["num_samples"]),
         rho_ifid_rfid=correlation(ifid, rfid, "spearman"),
     )
+
+
+# --- secondary analyses: the same two-level resampling as the primary test -------------------
+
+
+def _check_bootstrap(method: str, num_resamples: int, confidence: float) -> None:
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    if isinstance(num_resamples, bool) or not isinstance(num_resamples, int) or num_resamples < 1:
+        raise ValueError(f"num_resamples must be a positive int, got {num_resamples!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def _predictors(xs: Sequence[Sequence[float]], n: int) -> list[np.ndarray]:
+    out = [np.asarray(x, dtype=np.float64) for x in xs]
+    for x in out:
+        if x.shape != (n,):
+            raise ValueError(
+                f"every predictor needs one value per VAE ({n}, as y_seeds), got shape {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ValueError("predictors must be finite; leave out the VAE whose value is missing")
+    if n < 3:
+        raise ValueError(f"a correlation over VAEs needs at least 3 of them, got {n}")
+    return out
+
+
+def _percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _partial(r_xy: np.ndarray, r_xz: np.ndarray, r_yz: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (r_xy - r_xz * r_yz) / np.sqrt((1 - r_xz**2) * (1 - r_yz**2))
+
+
+def ragged_correlation(
+    x: Sequence[float],
+    y_seeds: Sequence[Sequence[float]],
+    method: str = "spearman",
+    *,
+    num_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> CorrelationResult:
+    """``corr(x, y)``, ``y`` each VAE's mean over its probe seeds, with a percentile interval
+    over resamples of the VAEs and, within each drawn VAE, of its own seeds (as the primary).
+
+    Returns a :class:`~ifid_callback.probes.stats.CorrelationResult` (``p_value`` from
+    ``scipy.stats`` on the seed means, ignoring the seed noise).
+    """
+    import scipy.stats
+
+    _check_bootstrap(method, num_resamples, confidence)
+    padded, counts = _padded(y_seeds)
+    (xa,) = _predictors([x], counts.size)
+    y = np.nanmean(padded, axis=1)
+    value = correlation(xa, y, method)
+    p_value = math.nan
+    if math.isfinite(value):
+        test = scipy.stats.pearsonr if method == "pearson" else scipy.stats.spearmanr
+        p_value = float(test(xa, y)[1])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, xa.size, size=(num_resamples, xa.size))
+    ys, xs = _resampled_means(padded, counts, idx, rng), xa[idx]
+    if method == "spearman":
+        xs, ys = _ranks(xs), _ranks(ys)
+    r = _rowwise_corr(xs, ys)
+    low, high = _percentile(r, confidence)
+    return CorrelationResult(
+        method, value, low, high, int(xa.size), int(np.isfinite(r).sum()), p_value
+    )
+
+
+def ragged_partial_correlation(
+    x: Sequence[float],
+    z: Sequence[float],
+    y_seeds: Sequence[Sequence[float]],
+    method: str = "spearman",
+    *,
+    num_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> CorrelationResult:
+    """Partial correlation of ``x`` and ``y`` given ``z`` (does ``x`` tell about gFID what ``z``
+    does not?), ``y`` each VAE's mean over its probe seeds::
+
+        (r_xy - r_xz r_yz) / sqrt((1 - r_xz^2) (1 - r_yz^2))
+
+    from Pearson correlations of the values (``"pearson"``) or of their ranks (``"spearman"``:
+    the rank partial correlation). Interval: VAEs and their seeds resampled, as the primary.
+    ``p_value``: the t-test with ``n - 3`` degrees of freedom on the seed means.
+    """
+    import scipy.stats
+
+    _check_bootstrap(method, num_resamples, confidence)
+    padded, counts = _padded(y_seeds)
+    xa, za = _predictors([x, z], counts.size)
+    y = np.nanmean(padded, axis=1)[None, :]
+    xo, zo = xa[None, :], za[None, :]
+    if method == "spearman":
+        xo, zo, y = _ranks(xo), _ranks(zo), _ranks(y)
+    value = float(_partial(_rowwise_corr(xo, y), _rowwise_corr(xo, zo), _rowwise_corr(y, zo))[0])
+    n = xa.size
+    p_value = math.nan
+    if math.isfinite(value) and n > 3 and abs(value) < 1:
+        t = value * math.sqrt((n - 3) / (1 - value**2))
+        p_value = float(2 * scipy.stats.t.sf(abs(t), n - 3))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(num_resamples, n))
+    ys, xs, zs = _resampled_means(padded, counts, idx, rng), xa[idx], za[idx]
+    if method == "spearman":
+        xs, zs, ys = _ranks(xs), _ranks(zs), _ranks(ys)
+    r = _partial(_rowwise_corr(xs, ys), _rowwise_corr(xs, zs), _rowwise_corr(ys, zs))
+    low, high = _percentile(r, confidence)
+    return CorrelationResult(
+        f"partial-{method}", value, low, high, int(n), int(np.isfinite(r).sum()), p_value
+    )
+
+
+def _stratified_ranks(values: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
+    """Ranks within each block of columns, centred and divided by the block's size (so that
+    blocks of different sizes pool on one scale; for equal sizes a common affine map)."""
+    out = np.empty_like(values)
+    for cols in blocks:
+        size = cols.size
+        out[..., cols] = (_ranks(values[..., cols]) - (size + 1) / 2.0) / size
+    return out
+
+
+def stratified_paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    y_seeds: Sequence[Sequence[float]],
+    strata: Sequence[str],
+    *,
+    num_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """``corr(a, y) - corr(b, y)`` after adjusting for a stratum (the latent shape): ``a``,
+    ``b`` and ``y`` (each VAE's seed mean) are ranked within their stratum, the within-stratum
+    ranks pooled (centred per stratum, divided by its size) and correlated (Pearson of the
+    pooled ranks: a stratified Spearman). Each resample draws the VAEs with replacement within
+    their own stratum (stratum sizes fixed), then each drawn VAE's seeds. Every stratum needs at
+    least 2 VAEs. Returned with ``method="stratified-spearman"``.
+    """
+    _check_bootstrap("spearman", num_resamples, confidence)
+    padded, counts = _padded(y_seeds)
+    xa, xb = _predictors([a, b], counts.size)
+    labels = np.asarray(list(strata), dtype=object)
+    if labels.shape != (counts.size,):
+        raise ValueError(f"strata needs one label per VAE ({counts.size}), got {labels.size}")
+    blocks = [np.flatnonzero(labels == s) for s in dict.fromkeys(labels.tolist())]
+    if min(len(cols) for cols in blocks) < 2:
+        raise ValueError("every stratum needs at least 2 VAEs to rank within it")
+    y = np.nanmean(padded, axis=1)
+
+    def diff(av: np.ndarray, bv: np.ndarray, yv: np.ndarray) -> np.ndarray:
+        ar, br, yr = (_stratified_ranks(v, blocks) for v in (av, bv, yv))
+        return _rowwise_corr(ar, yr) - _rowwise_corr(br, yr)
+
+    ca = float(_rowwise_corr(_stratified_ranks(xa, blocks), _stratified_ranks(y, blocks)))
+    cb = float(_rowwise_corr(_stratified_ranks(xb, blocks), _stratified_ranks(y, blocks)))
+    rng = np.random.default_rng(seed)
+    idx = np.empty((num_resamples, counts.size), dtype=np.int64)
+    for cols in blocks:
+        idx[:, cols] = cols[rng.integers(0, cols.size, size=(num_resamples, cols.size))]
+    d = diff(xa[idx], xb[idx], _resampled_means(padded, counts, idx, rng))
+    low, high = _percentile(d, confidence)
+    finite = d[np.isfinite(d)]
+    return PairedDifference(
+        "stratified-spearman",
+        ca,
+        cb,
+        ca - cb,
+        low,
+        high,
+        float((finite > 0).mean()) if finite.size else math.nan,
+        int(counts.size),
+        int(finite.size),
+        True,
+    )
+
+
+def seed_spread(y_seeds: Sequence[Sequence[float]]) -> dict[str, float | int]:
+    """Probe-seed noise of gFID against its spread across VAEs.
+
+    Returns ``{"seed_std"}``: the pooled within-VAE standard deviation (square root of the mean
+    of the ddof-1 variances of the VAEs with at least 2 seeds; NaN when none has 2),
+    ``"vae_std"``: the ddof-1 standard deviation across VAEs of their seed means, ``"ratio"``:
+    ``seed_std / vae_std``, ``"vaes_with_seeds"``: how many VAEs the seed noise comes from,
+    ``"n"``: VAEs.
+    """
+    padded, counts = _padded(y_seeds)
+    multi = counts >= 2
+    seed_std = math.nan
+    if multi.any():
+        seed_std = float(np.sqrt(np.nanvar(padded[multi], axis=1, ddof=1).mean()))
+    means = np.nanmean(padded, axis=1)
+    vae_std = float(means.std(ddof=1)) if means.size > 1 else math.nan
+    ratio = seed_std / vae_std if vae_std > 0 else math.nan
+    return {
+        "seed_std": seed_std,
+        "vae_std": vae_std,
+        "ratio": ratio,
+        "vaes_with_seeds": int(multi.sum()),
+        "n": int(counts.size),
+    }

@@ -28,6 +28,8 @@ __all__ = [
     "build_natural_family",
     "natural_members",
     "natural_study_config",
+    "publish_natural_family",
+    "run_control",
     "run_natural_family",
     "second_seed_names",
 ]
@@ -103,6 +105,15 @@ class NaturalFamilySettings:
         teacher_width, teacher_seed: the random convolutional alignment target.
         batch_size: images per encode/decode/feature batch.
         seed: seeds the VAEs, the probes, the sampling and the second-seed draw.
+        control: run the positive-control pair check (``DESIGN.md`` section 3) before the
+            analysis; the analysis is written only if the control holds.
+        control_overrides: fields of the control's
+            :class:`~ifid_callback.probes.digits_study.DigitsStudySettings` (default: the digits
+            study's recipe; the smoke run shrinks it).
+        analyse_if_control_fails: analyse even when the control fails, with a warning in the
+            report (smoke runs only: their tiny control is noise).
+        num_resamples: bootstrap resamples of every interval (pre-registered: 10,000, seed 0).
+        miss_places: a VAE whose gFID and iFID ranks differ by more is listed as a miss.
     """
 
     out: str
@@ -128,6 +139,11 @@ class NaturalFamilySettings:
     teacher_seed: int = 1234
     batch_size: int = 256
     seed: int = 0
+    control: bool = True
+    control_overrides: dict[str, Any] = field(default_factory=dict)
+    analyse_if_control_fails: bool = False
+    num_resamples: int = 10_000
+    miss_places: int = 12
 
     def __post_init__(self) -> None:
         known = {r.name for r in NATURAL_RECIPES}
@@ -147,21 +163,71 @@ class NaturalFamilySettings:
     @classmethod
     def smoke(cls, out: str) -> NaturalFamilySettings:
         """Tiny settings that run the whole pipeline in well under a minute (numbers
-        meaningless): two of the new recipes at all three shapes."""
+        meaningless): three of the new recipes at all three shapes, a tiny control pair, the
+        analysis with 200 resamples whatever the control says."""
+        tiny_probe = {"depth": 1, "hidden_size": 32, "num_heads": 2}
         return cls(
             out=out,
-            recipes=["align0.1", "spectral0.1"],
+            recipes=["align0.1", "eq1", "spectral0.1"],
             vae_steps=10,
             base_channels=8,
             probe_steps=4,
-            probe_overrides={"depth": 1, "hidden_size": 32, "num_heads": 2},
+            probe_overrides=tiny_probe,
             num_samples=32,
             sampling_steps=2,
             t_grid=[0.5],
+            control_overrides={
+                "vae_steps": 10,
+                "base_channels": 8,
+                "probe_steps": 4,
+                "probe_overrides": tiny_probe,
+                "num_samples": 32,
+                "sampling_steps": 2,
+            },
+            analyse_if_control_fails=True,
+            num_resamples=200,
+            miss_places=1,
         )
+
+    def design_differences(self) -> dict[str, dict[str, Any]]:
+        """Settings that differ from the pre-registered ones (``out`` aside):
+        ``{field: {"design", "run"}}``; empty for the design's run."""
+        design = dataclasses.asdict(NaturalFamilySettings(out=self.out))
+        run = dataclasses.asdict(self)
+        return {k: {"design": design[k], "run": run[k]} for k in design if design[k] != run[k]}
 
 
 def _train_member(
+    member: ZooMember, settings: NaturalFamilySettings, zoo_dir: Path, progress: bool
+) -> Path | str:
+    """The member's checkpoint, or why it was dropped (its training diverged: a non-finite
+    loss), remembered in ``<name>.diverged.json`` so a resumed run does not retrain it."""
+    marker = zoo_dir / f"{member.name}.diverged.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("settings") == _member_key(member, settings):
+            return str(saved["reason"])
+    try:
+        return _train_member_checkpoint(member, settings, zoo_dir, progress)
+    except FloatingPointError as err:
+        reason = f"training diverged ({err})"
+        marker.write_text(
+            json.dumps({"settings": _member_key(member, settings), "reason": reason}, indent=2)
+        )
+        return reason
+
+
+def _member_key(member: ZooMember, settings: NaturalFamilySettings) -> dict[str, Any]:
+    keep = ("vae_steps", "vae_batch_size", "vae_lr", "base_channels", "seed", "teacher_width")
+    run = dataclasses.asdict(settings)
+    return {
+        "member": member.to_dict(),
+        **{k: run[k] for k in keep},
+        "teacher": settings.teacher_seed,
+    }
+
+
+def _train_member_checkpoint(
     member: ZooMember, settings: NaturalFamilySettings, zoo_dir: Path, progress: bool
 ) -> Path:
     from ..data import EmbeddedDigits
@@ -189,20 +255,33 @@ def _train_member(
 
 def build_natural_family(settings: NaturalFamilySettings, progress: bool = True) -> dict[str, Any]:
     """Train (or find) every member; ``zoo/zoo.json`` lists them. Returns ``{"specs", "names",
-    "groups": {shape: names, "natural": all}, "members": {name: recipe}}``."""
+    "groups": {shape: names, "natural": all}, "members": {name: recipe}, "dropped": {name:
+    reason}}``: a member whose training diverged is dropped (``DESIGN.md``: the only reason)."""
     zoo_dir = Path(settings.out) / "zoo"
     zoo_dir.mkdir(parents=True, exist_ok=True)
-    specs, names, members = [], [], {}
+    specs, names, members, dropped = [], [], {}, {}
     groups: dict[str, list[str]] = {shape: [] for shape in settings.shapes}
     for member in settings.members():
-        specs.append(str(_train_member(member, settings, zoo_dir, progress)))
+        trained = _train_member(member, settings, zoo_dir, progress)
+        if isinstance(trained, str):
+            dropped[member.name] = trained
+            continue
+        specs.append(str(trained))
         names.append(member.name)
         members[member.name] = member.to_dict()
         groups[member.name.rsplit("-", 1)[1]].append(member.name)
     groups["natural"] = list(names)
     listing = {"names": names, "checkpoints": [Path(s).name for s in specs], "members": members}
-    (zoo_dir / "zoo.json").write_text(json.dumps({**listing, "groups": groups}, indent=2))
-    return {"specs": specs, "names": names, "groups": groups, "members": members}
+    (zoo_dir / "zoo.json").write_text(
+        json.dumps({**listing, "groups": groups, "dropped": dropped}, indent=2)
+    )
+    return {
+        "specs": specs,
+        "names": names,
+        "groups": groups,
+        "members": members,
+        "dropped": dropped,
+    }
 
 
 def natural_study_config(settings: NaturalFamilySettings, zoo: dict[str, Any]) -> Any:
@@ -248,6 +327,36 @@ def natural_study_config(settings: NaturalFamilySettings, zoo: dict[str, Any]) -
     )
 
 
+def run_control(settings: NaturalFamilySettings, feature: Any, log: Any = None) -> dict[str, Any]:
+    """The pipeline check of ``DESIGN.md`` section 3: the digits study's positive-control pair
+    (``ae`` vs ``ae-shuffle-b2``, 4x4x4, the digits study's recipe with
+    ``settings.control_overrides``) at ``settings.seed``, cached under ``<out>/control``. It
+    holds when iFID and gFID both prefer ``ae``.
+
+    Returns ``{"vaes", "seed", "rfid", "ifid", "gfid" (pairs), "ifid_prefers", "gfid_prefers",
+    "holds", "recipe"}``.
+    """
+    from .digits_study import DigitsStudySettings
+    from .pair import CONTROL, PAIRS, run_pair
+
+    recipe = DigitsStudySettings(
+        out=str(Path(settings.out) / "control"), seed=settings.seed, **settings.control_overrides
+    )
+    run = run_pair(CONTROL, settings.seed, recipe, feature=feature, workers=1, log=log)
+    a, b = run["vaes"]
+    verdict = run["verdict"]
+    expected = PAIRS[CONTROL][0]
+    return {
+        "vaes": list(PAIRS[CONTROL]),
+        "seed": settings.seed,
+        **{key: [a[key], b[key]] for key in ("rfid", "ifid", "gfid")},
+        "ifid_prefers": verdict["ifid_prefers"],
+        "gfid_prefers": verdict["gfid_prefers"],
+        "holds": verdict["ifid_prefers"] == expected and verdict["gfid_prefers"] == expected,
+        "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "ablation"},
+    }
+
+
 def run_natural_family(
     settings: NaturalFamilySettings,
     *,
@@ -255,13 +364,18 @@ def run_natural_family(
     progress: bool = True,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Build the family, run (or resume) the study and write ``<out>/report``.
+    """Build the family, run (or resume) the study, the companions, the control check and the
+    pre-registered analysis; write ``<out>/report`` (the study's per-VAE report) and
+    ``<out>/analysis`` (``results.json``, ``results.md``, ``vaes.csv``: what
+    :func:`publish_natural_family` copies into ``docs/results/natural_family``).
 
     ``feature`` replaces the digit classifier (tests). Every stage is cached, so an interrupted
-    run resumes; the primary test is computed from ``results_raw.json`` afterwards
-    (:func:`~ifid_callback.probes.family_stats.ragged_paired_difference` on the ``natural`` group).
+    run resumes. Returns the study's result with ``"zoo"``, ``"dropped"``, ``"control"``,
+    ``"analysis"`` (None when the control failed) and ``"analysis_paths"``.
     """
     from .digit_features import digit_features
+    from .natural_analysis import analyse_natural_family, natural_table, write_natural_report
+    from .natural_companions import companion_predictors
     from .study import run_study
 
     feat = feature if feature is not None else digit_features()
@@ -270,10 +384,114 @@ def run_natural_family(
     (out / "natural_settings.json").write_text(
         json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True)
     )
+    say = log or (lambda _msg: None)
     zoo = build_natural_family(settings, progress=progress)
-    if log:
-        log(f"natural family: {len(zoo['names'])} VAEs ready")
+    say(f"natural family: {len(zoo['names'])} VAEs ready, {len(zoo['dropped'])} dropped")
     config = natural_study_config(settings, zoo)
     result = run_study(config, feature=feat, progress=progress, report=True, log=log)
     result["zoo"] = zoo["members"]
+    result["dropped"] = zoo["dropped"]
+    companions = {}
+    for spec, row in zip(config.vaes, result["vaes"], strict=True):
+        companions[row["name"]] = companion_predictors(
+            config, spec, row["name"], feat, len(row["gfid_seeds"]), progress=progress
+        )
+    control = run_control(settings, feat, log=log) if settings.control else None
+    if control is not None:
+        say(f"control pair: {'holds' if control['holds'] else 'FAILS'}")
+    table = natural_table(result["vaes"], zoo["members"], companions)
+    analyse = control is None or control["holds"] or settings.analyse_if_control_fails
+    analysis = None
+    if analyse:
+        analysis = analyse_natural_family(
+            table,
+            num_resamples=settings.num_resamples,
+            seed=0,
+            miss_places=settings.miss_places,
+        )
+        say(f"primary: {analysis['decision']}")
+    payload = {
+        "settings": dataclasses.asdict(settings),
+        "design_differences": settings.design_differences(),
+        "num_samples": settings.num_samples,
+        "dropped": zoo["dropped"],
+        "control": control,
+        "analysis": analysis,
+        "table": table,
+    }
+    paths = write_natural_report(out / "analysis", payload)
+    result.update(control=control, analysis=analysis)
+    result["analysis_paths"] = {k: str(v) for k, v in paths.items()}
     return result
+
+
+#: Where the committed report of the real run goes (next to ``DESIGN.md``).
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results" / "natural_family"
+
+
+def publish_natural_family(
+    out: str | Path, dest: str | Path = DOCS_DIR, *, allow_nondesign: bool = False
+) -> list[Path]:
+    """Copy a finished run's report into ``dest`` (default ``docs/results/natural_family``):
+    ``results.md`` as ``README.md``, ``results.json``, ``vaes.csv``; ``DESIGN.md`` is never
+    touched. Refuses a run whose settings differ from the design (a smoke run) unless
+    ``allow_nondesign`` (the report lists the differences at its top)."""
+    src = Path(out) / "analysis"
+    payload_file = src / "results.json"
+    if not payload_file.is_file():
+        raise FileNotFoundError(
+            f"no {payload_file}: run run_natural_family(out={str(out)!r}) first"
+        )
+    payload = json.loads(payload_file.read_text())
+    if payload.get("design_differences") and not allow_nondesign:
+        raise ValueError(
+            f"the run in {out} differs from the design in {sorted(payload['design_differences'])}; "
+            "publish it only with allow_nondesign=True (--allow-nondesign) and give the reasons "
+            "in its report"
+        )
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = {"results.md": "README.md", "results.json": "results.json", "vaes.csv": "vaes.csv"}
+    written = []
+    for name, target in copies.items():
+        path = dest / target
+        path.write_bytes((src / name).read_bytes())
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ifid_callback.probes.natural_family run --out runs/natural [--publish]``
+    runs (or resumes) the pre-registered study; ``publish --out runs/natural`` copies its report
+    into ``docs/results/natural_family``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ifid_callback.probes.natural_family")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run or resume the natural family (DESIGN.md settings)")
+    run.add_argument("--out", default="runs/natural")
+    run.add_argument("--smoke", action="store_true", help="tiny settings (numbers meaningless)")
+    run.add_argument("--publish", action="store_true", help="then copy the report into docs/")
+    run.add_argument("--no-progress", action="store_true")
+    pub = sub.add_parser("publish", help="copy a finished run's report into docs/")
+    pub.add_argument("--out", default="runs/natural")
+    pub.add_argument("--dest", default=str(DOCS_DIR))
+    pub.add_argument("--allow-nondesign", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        settings = (
+            NaturalFamilySettings.smoke(args.out) if args.smoke else NaturalFamilySettings(args.out)
+        )
+        run_natural_family(settings, progress=not args.no_progress)
+        print(f"report: {Path(args.out) / 'analysis' / 'results.md'}")
+        if args.publish:
+            for path in publish_natural_family(args.out):
+                print(f"wrote {path}")
+        return 0
+    for path in publish_natural_family(args.out, args.dest, allow_nondesign=args.allow_nondesign):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
