@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from ifid_callback import json_numbers
 
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
@@ -178,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --stream-reference: byte budget of the index in GiB (selects SQ8 or PQ codes)",
     )
     ev.add_argument(
-        "--json", type=Path, default=None, help="also write the results to this JSON file"
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the results to this JSON file (strict JSON: a lossless PSNR, +inf, is "
+        'written "psnr": null with "psnr_lossless": true)',
     )
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
     ev.add_argument(
@@ -342,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        # Strict JSON: a lossless PSNR (+inf) is written "psnr": null, "psnr_lossless": true.
+        args.json.write_text(json_numbers.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ifid_callback import json_numbers
 from ifid_callback.distributed import all_reduce_int, world_and_rank
 from ifid_callback.evaluate import images_of
 from ifid_callback.monitor import BOOKKEEPING_KEYS, IFIDMonitor
@@ -26,6 +27,7 @@ __all__ = [
     "logged_metrics",
     "observe_batch",
     "report_to_targets",
+    "strict_last_entry",
 ]
 
 VAE_KEYS = ("vae", "encoder", "decoder")
@@ -344,7 +346,8 @@ def load_state(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def report_to_targets(callbacks: list[Any]) -> list[Any]:
     """The image-capable loggers behind a Hugging Face Trainer's ``report_to`` callbacks: the
-    TensorBoard callback's writer and the active W&B run (others log scalars only)."""
+    TensorBoard callback's writer, the active W&B run and the active MLflow run (others log
+    scalars only)."""
     targets = []
     for callback in callbacks:
         kind = type(callback).__name__
@@ -354,4 +357,21 @@ def report_to_targets(callbacks: list[Any]) -> list[Any]:
             run = getattr(getattr(callback, "_wandb", None), "run", None)
             if run is not None:
                 targets.append(run)
+        elif kind == "MLflowCallback" and getattr(callback, "_initialized", False):
+            run = callback._ml_flow.active_run()
+            if run is not None:
+                targets.append(run)
     return targets
+
+
+def strict_last_entry(history: list[dict[str, Any]]) -> None:
+    """Make the last entry of a Hugging Face ``log_history`` strict JSON, in place.
+
+    The Trainer writes ``log_history`` to ``trainer_state.json`` with ``json.dumps``, which
+    writes ``Infinity``/``NaN`` that strict parsers reject. A non-finite number becomes ``null``
+    plus a flag (:func:`ifid_callback.json_numbers.strict_values`): a lossless PSNR
+    ``"eval_psnr": null, "eval_psnr_lossless": true``; any other (a NaN ``loss``, an inf
+    ``grad_norm``) ``"<key>": null, "<key>_nonfinite": "nan"`` (or ``"inf"``, ``"-inf"``).
+    """
+    if history and not json_numbers.is_strict(history[-1]):
+        history[-1] = json_numbers.strict_values(history[-1])

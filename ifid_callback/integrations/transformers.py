@@ -38,11 +38,15 @@ class IFIDTrainerCallback(TrainerCallback):
     ``<checkpoint>/ifid_monitor.pt`` at every save and read back by
     ``IFIDTrainer.train(resume_from_checkpoint=...)``.
 
+    ``log_history`` (``trainer_state.json``) stays strict JSON: a lossless PSNR is logged there
+    as ``"eval_psnr": null, "eval_psnr_lossless": true`` (:mod:`ifid_callback.json_numbers`);
+    the returned metrics, the ``report_to`` loggers and best-model selection keep +inf.
+
     Args:
         monitor: a ready monitor, or None to build one at ``on_train_begin`` from
             ``monitor_kwargs`` (``vae`` defaults to ``model.vae``, or the model itself).
-        log_grid: log the titled image grid to the TensorBoard and W&B ``report_to`` loggers at
-            the step of the evaluation's scalars.
+        log_grid: log the titled image grid to the TensorBoard, W&B and MLflow ``report_to``
+            loggers at the step of the evaluation's scalars.
         **monitor_kwargs: :class:`IFIDMonitor` arguments (``eval_images`` is required).
 
     Raises ValueError at Trainer construction when ``metric_for_best_model`` names iFID/rFID
@@ -103,6 +107,9 @@ class IFIDTrainerCallback(TrainerCallback):
         if not self._without_ifid:  # else it warned: no training latents to search yet
             common.check_trainer_evaluated(metrics)
         self._without_ifid = False
+
+    def on_log(self, args: Any, state: TrainerState, control: Any, logs=None, **kw) -> None:
+        common.strict_last_entry(state.log_history)  # the entry of this log, appended just now
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: Any, **kw) -> None:
         if state.is_world_process_zero:
