@@ -5,6 +5,7 @@ exist fails the build, and so this test."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,13 @@ def test_a_broken_link_or_reference_fails_the_build(tmp_path, page, expected):
     run = _build(config, tmp_path / "site")
     assert run.returncode != 0
     assert expected in run.stdout + run.stderr
+
+
+def test_the_readme_links_resolve():
+    # The README is read on the forge, not built by mkdocs: its relative links are checked here.
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert local
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing

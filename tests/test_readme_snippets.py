@@ -1,5 +1,6 @@
-"""Every README snippet runs as written (its marked stand-ins make it CPU-sized), and does what
-the text around it says; every `ifid` command line in it parses."""
+"""Every snippet of the README and of the documentation pages (docs/guide/) runs as written (its
+marked stand-ins make it CPU-sized), and does what the text around it says; every `ifid` and
+`ifid-probe` command line in them parses. A snippet that appears in several files runs once."""
 
 from __future__ import annotations
 
@@ -12,15 +13,34 @@ from pathlib import Path
 import pytest
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs" / "guide").rglob("*.md"))
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
+def _file_blocks(path: Path, language: str) -> list[str]:
+    return [code for lang, code in BLOCK.findall(path.read_text()) if lang == language]
+
+
+def _sourced_blocks(language: str) -> list[tuple[Path, str]]:
+    """(file, code) of every fence in the README and the docs pages, each code once."""
+    seen: set[str] = set()
+    out = []
+    for path in [README, *DOCS]:
+        for code in _file_blocks(path, language):
+            if code not in seen:
+                seen.add(code)
+                out.append((path, code))
+    return out
+
+
 def _blocks(language: str) -> list[str]:
-    return [code for lang, code in BLOCK.findall(README.read_text()) if lang == language]
+    return [code for _, code in _sourced_blocks(language)]
 
 
-PYTHON = _blocks("python")
+SNIPPETS = _sourced_blocks("python")
+PYTHON = [code for _, code in SNIPPETS]
 NEEDS = {
     "lightning-ema": ("lightning", "tensorboard", "wandb"),
     "ema": ("ema_pytorch",),
@@ -40,18 +60,31 @@ def _framework(code: str) -> str:
     for name in NEEDS:
         if f"ifid_callback.integrations.{name}" in code:
             return name
+    if "IFIDMonitor(" in code:
+        return "monitor"
     return "metric"
 
 
-def test_the_readme_has_the_four_quick_starts_and_the_averaged_weights():
+def _snippet_id(path: Path, code: str) -> str:
+    return f"{path.relative_to(ROOT).with_suffix('')}:{_framework(code)}"
+
+
+def test_the_readme_has_one_quick_start_per_framework():
+    kinds = [_framework(code) for code in _file_blocks(README, "python")]
+    assert sorted(kinds) == sorted(["metric", "lightning", "accelerate", "transformers"])
+
+
+def test_the_docs_pages_have_every_kind_of_snippet():
     # The second "metric" snippet: one feature network shared by several metrics.
-    assert sorted(_framework(code) for code in PYTHON) == sorted(
+    kinds = [_framework(code) for path in DOCS for code in _file_blocks(path, "python")]
+    assert sorted(kinds) == sorted(
         [
             "metric",
             "metric",
             "lightning",
             "accelerate",
             "transformers",
+            "monitor",
             "lightning-ema",
             "ema",
             "early-stopping",
@@ -72,8 +105,10 @@ def in_tmp(tmp_path, monkeypatch):
     _reset_accelerate()
 
 
-@pytest.mark.parametrize("code", PYTHON, ids=[_framework(c) for c in PYTHON])
-def test_python_snippet_runs_as_written(code, in_tmp, monkeypatch):
+@pytest.mark.parametrize(
+    "source, code", SNIPPETS, ids=[_snippet_id(path, code) for path, code in SNIPPETS]
+)
+def test_python_snippet_runs_as_written(source, code, in_tmp, monkeypatch):
     for module in NEEDS.get(_framework(code), ()):
         pytest.importorskip(module)
     monkeypatch.setenv("WANDB_MODE", "offline")  # restored after the test; the snippet sets it too
@@ -82,7 +117,7 @@ def test_python_snippet_runs_as_written(code, in_tmp, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # framework chatter; our own warnings are checked below
         warnings.filterwarnings("error", ".*(IFIDCallback|IFIDTrainerCallback|accelerator.log).*")
-        exec(compile(code, str(README), "exec"), namespace)  # noqa: S102
+        exec(compile(code, str(source), "exec"), namespace)  # noqa: S102
 
     kind = _framework(code)
     if kind == "metric":
@@ -108,6 +143,11 @@ def test_python_snippet_runs_as_written(code, in_tmp, monkeypatch):
         assert len(history) >= 3 and "ifid_vs_best" not in history[0]
         assert all(h["ifid_vs_best_std"] > 0 for h in history[1:])
         assert namespace["min_delta"] > 0
+    elif kind == "monitor":
+        history = namespace["monitor"].history
+        assert [h["step"] for h in history] == [4, 8]
+        assert all(h["bank_size"] > 0 and math.isfinite(h["ifid"]) for h in history)
+        assert namespace["checkpoint"]["ifid"]
     elif kind == "ema":
         history = namespace["monitor"].history
         assert [h["step"] for h in history] == [4, 8]
