@@ -35,6 +35,7 @@ __all__ = [
     "decision",
     "format_natural_report",
     "natural_table",
+    "strict_json",
     "vae_table_csv",
     "write_natural_report",
 ]
@@ -290,8 +291,8 @@ def format_natural_report(payload: Mapping[str, Any]) -> str:
         check = analysis["metric_check"]
         lines.append(
             f"- The metric's iFID/rFID (InterpolatedFID, the pass that gives the companions) "
-            f"against the study's: max |difference| {check['max_abs_ifid_difference']:.2g} / "
-            f"{check['max_abs_rfid_difference']:.2g}."
+            f"against the study's: max |difference| {_f(check['max_abs_ifid_difference'], 6)} / "
+            f"{_f(check['max_abs_rfid_difference'], 6)}."
         )
     if analysis is None:
         lines += [
@@ -378,7 +379,8 @@ def format_natural_report(payload: Mapping[str, Any]) -> str:
     else:
         lines.append("None.")
     noise = analysis["noise"]
-    target = noise["ratio"] <= 1 / 3 if math.isfinite(noise["ratio"]) else None
+    ratio = noise["ratio"]
+    target = ratio <= 1 / 3 if ratio is not None and math.isfinite(ratio) else None
     lines += [
         "",
         f"Noise: gFID's spread across probe seeds {_f(noise['seed_std'])} (pooled over the "
@@ -412,21 +414,38 @@ def vae_table_csv(table: Sequence[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(keys)
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, list):
+            return ";".join("" if v is None else f"{v:.6g}" for v in value)
+        return "" if value is None else value
+
     for r in table:
-        writer.writerow(
-            [";".join(f"{v:.6g}" for v in r[k]) if isinstance(r[k], list) else r[k] for k in keys]
-        )
+        writer.writerow([cell(r.get(k)) for k in keys])
     return buf.getvalue()
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (in nested dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_natural_report(out_dir: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``results.json``, ``results.md`` and ``vaes.csv`` of a run to ``out_dir``."""
+    """Write ``results.json``, ``results.md`` and ``vaes.csv`` of a run to ``out_dir``
+    (non-finite numbers, e.g. an undefined correlation, written as ``null``: strict JSON)."""
     from pathlib import Path
 
     from .stages import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    payload = strict_json(payload)
     paths = {
         "json": out / "results.json",
         "markdown": out / "results.md",
