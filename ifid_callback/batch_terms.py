@@ -32,6 +32,10 @@ def update_terms(
         if need_rows:
             rows["real_feature_rows"] = f_real.to(torch.float32)
             rows["real_row_positions"] = positions
+    if not metric._extra_real_cached:  # the further feature spaces' real statistics
+        for extra in metric.extras.values():
+            if extra.scores_decodes:
+                new.update(extra.score_real(images))
     if metric._per_image or metric.reference.is_self:
         rows["query_positions"] = positions
     z_nn = None
@@ -61,8 +65,8 @@ def decoded_terms(
     metric: Any, z: Tensor, z_nn: Tensor | None, positions: Tensor, images: Tensor | None = None
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Decode the interpolants (with ``z_nn``) and, with the query ``images`` and
-    ``compute_rfid``, the reconstructions in one call; features in one pass; the sums and
-    per-image rows (and the extras' scores) they give."""
+    ``compute_rfid``, the reconstructions in one call; features in one pass of each feature
+    network; the sums and per-image rows (and the extras' scores) they give."""
     with_recon = images is not None and metric.compute_rfid
     channels = images.shape[1] if images is not None else metric._channels
     decoded = step.decode_batch(
@@ -79,13 +83,16 @@ def decoded_terms(
     )
     feats = step.features(metric.feature_net, decoded, metric.num_features, metric.input_range)
     batch, sums, rows = z.shape[0], {}, {}
-    parts = {"recon": feats[:batch]} if with_recon else {}
+    parts = {"recon": slice(0, batch)} if with_recon else {}
     if z_nn is not None:
-        parts["interp"] = feats[-batch:]
-    for name, f in parts.items():
-        sums.update(fid_state.feature_sums(name, f))
+        parts["interp"] = slice(decoded.shape[0] - batch, decoded.shape[0])
+    for name, part in parts.items():
+        sums.update(fid_state.feature_sums(name, feats[part]))
         if metric._per_image:
-            rows[f"{name}_feature_rows"] = f.to(torch.float32)
+            rows[f"{name}_feature_rows"] = feats[part].to(torch.float32)
+    for extra in metric.extras.values():
+        if extra.scores_decodes:
+            sums.update(extra.score_decodes({name: decoded[part] for name, part in parts.items()}))
     if with_recon:
         recon = decoded[:batch].clamp(*metric.input_range)  # scored as shown, in every mode
         targets = images.detach().clamp(*metric.input_range)

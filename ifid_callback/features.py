@@ -1,8 +1,11 @@
-"""The feature extractor a metric uses: a feature spec resolved to a module, and its dimension.
+"""The feature extractors a metric uses: feature specs resolved to modules, and their dimension.
 
 :func:`resolve_feature` turns ``"inception"`` into the process' shared FID Inception
-(``ifid_callback.feature_share``) with the requested preprocessing, and passes a user's
-``nn.Module`` through; :func:`feature_dim` tells the dimension of its features.
+(``ifid_callback.feature_share``) with the requested preprocessing, ``"dinov2"`` (or
+``"dinov2-vitl14"``, ...) into :class:`~ifid_callback.dinov2.DINOv2Features` (local weights),
+and passes a user's ``nn.Module`` through; :func:`split_features` and :func:`resolve_spaces`
+handle several spaces (``feature=("inception", "dinov2")``); :func:`feature_dim` tells the
+dimension of a module's features.
 
 The Inception pieces live in their own modules and are re-exported here, where they have always
 been importable from: ``InceptionFeatures`` (``ifid_callback.inception``),
@@ -12,9 +15,12 @@ been importable from: ``InceptionFeatures`` (``ifid_callback.inception``),
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from ifid_callback.dinov2 import DINOv2Features, dinov2_arch
 from ifid_callback.feature_share import shared_inception
 from ifid_callback.inception import InceptionFeatures
 from ifid_callback.inception_weights import load_inception_state_dict
@@ -26,6 +32,9 @@ __all__ = [
     "feature_dim",
     "load_inception_state_dict",
     "resolve_feature",
+    "resolve_spaces",
+    "space_name",
+    "split_features",
     "tf1_bilinear_resize",
 ]
 
@@ -39,7 +48,10 @@ def resolve_feature(
 
     Args:
         feature: ``"inception"`` for the standard FID Inception (the process' shared
-            ``InceptionFeatures``, see ``ifid_callback.feature_share``), or any
+            ``InceptionFeatures``, see ``ifid_callback.feature_share``), ``"dinov2"`` (ViT-B/14)
+            or ``"dinov2-vits14"``/``-vitb14``/``-vitl14``/``-vitg14`` for
+            :class:`~ifid_callback.dinov2.DINOv2Features` (EDM2's FD_DINOv2 features, weights
+            from ``$IFID_DINOV2_WEIGHTS`` or the Hugging Face cache; a new module), or any
             ``nn.Module`` mapping (B, C, H, W) images, exactly as the metric received them (float,
             in ``input_range``), to (B, d) features.
         input_range: ``(low, high)`` of the images the metric receives.
@@ -59,9 +71,19 @@ def resolve_feature(
         if feature.lower() == "inception":
             # One network per process and device for every metric that asks for it.
             return shared_inception(input_range, preprocessing=preprocessing or "standard")
+        if feature.lower().startswith("dinov2"):
+            arch = dinov2_arch(feature)
+            if preprocessing is not None:
+                raise ValueError(
+                    f"preprocessing={preprocessing!r} applies to Inception; {feature!r} always "
+                    "takes EDM2's FD_DINOv2 preprocessing. Drop preprocessing= (or preset=), or "
+                    "pass feature=('inception', 'dinov2') to get both spaces."
+                )
+            return DINOv2Features(arch, input_range=input_range)
         raise ValueError(
-            f"Unknown feature {feature!r}: use 'inception' (standard FID) or pass an nn.Module "
-            "that maps (B, C, H, W) images to (B, d) features."
+            f"Unknown feature {feature!r}: use 'inception' (standard FID), 'dinov2' (FD_DINOv2, "
+            "ViT-B/14; 'dinov2-vitl14' etc. for other sizes) or pass an nn.Module that maps "
+            "(B, C, H, W) images to (B, d) features."
         )
     if isinstance(feature, nn.Module):
         own = getattr(feature, "preprocessing", None)
@@ -77,6 +99,52 @@ def resolve_feature(
         f"feature must be 'inception' or an nn.Module mapping images to (B, d) features, got "
         f"{type(feature).__name__}. Wrap a plain function in an nn.Module."
     )
+
+
+def split_features(feature: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``(first, others)`` of a feature argument: one spec, or a tuple/list of specs whose first
+    gives ``ifid``/``rfid`` and each other one ``ifid_<space>``/``rfid_<space>``."""
+    if isinstance(feature, (tuple, list)):
+        if not feature:
+            raise ValueError("feature=() names no feature network; e.g. feature='inception'.")
+        return feature[0], tuple(feature[1:])
+    return feature, ()
+
+
+def space_name(net: nn.Module) -> str:
+    """The key suffix of a feature space: ``"inception"``, ``"dinov2"``, or a module's ``space``
+    attribute; ValueError for a module without one."""
+    net = getattr(net, "network", net)  # inside torchmetrics' FeatureShare (a NetworkCache)
+    if isinstance(net, InceptionFeatures):
+        return "inception"
+    name = getattr(net, "space", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(
+            f"A further feature space needs a name for its keys (ifid_<name>): give the "
+            f"{type(net).__name__} a `space` attribute such as 'clip', or pass 'dinov2'."
+        )
+    return name
+
+
+def resolve_spaces(
+    specs: tuple[Any, ...], input_range: tuple[float, float], first: nn.Module
+) -> dict[str, nn.Module]:
+    """The further feature spaces of ``feature=(first, *specs)``: space name -> module, each
+    spec resolved as :func:`resolve_feature` does (a string's own default preprocessing)."""
+    taken = {getattr(getattr(first, "network", first), "space", None)}
+    if isinstance(getattr(first, "network", first), InceptionFeatures):
+        taken.add("inception")
+    out: dict[str, nn.Module] = {}
+    for spec in specs:
+        net = resolve_feature(spec, input_range)
+        name = space_name(net)
+        if name in taken or name in out:
+            raise ValueError(
+                f"feature names the {name!r} space twice; give each feature space once, e.g. "
+                "feature=('inception', 'dinov2')."
+            )
+        out[name] = net
+    return out
 
 
 def feature_dim(module: nn.Module, example_shape: tuple[int, ...]) -> int:

@@ -7,7 +7,9 @@ errors, KID, precision/recall) also need the per-image rows: ``"cat"`` states ap
 order on each rank, so that row i of every set belongs to the same query after a gather.
 
 These states keep their dtype whatever the metric's: the metric moves them between devices only
-(float64 sums, float32 rows, int64 counts and positions).
+(float64 sums, float32 rows, int64 counts and positions). The real-image statistics of the
+extras' further feature spaces (:meth:`~ifid_callback.extras.base.Extra.real_states`) live and
+survive ``reset()`` with the metric's own (:func:`reset_keeping_real`).
 """
 
 from __future__ import annotations
@@ -220,10 +222,37 @@ def shape_empty_lists(metric: Any, group: Any) -> None:
             setattr(metric, attr, [torch.empty((0, *shape), dtype=dtype, device=metric.device)])
 
 
+def extra_real_names(metric: Any) -> tuple[str, ...]:
+    """The names of the extras' real-image statistics (sums of further feature spaces)."""
+    return tuple(name for extra in metric.extras.values() for name in extra.real_states())
+
+
+def reset_keeping_real(metric: Any, reset: Any) -> None:
+    """``metric``'s ``reset()``: call ``reset`` (torchmetrics' own), restoring afterwards the
+    real statistics (and rows) that ``reset_real_features=False`` keeps: those of a completed
+    round, or loaded. An extra's real statistics are kept under the same rule on their own
+    (a load without them leaves them to the next round)."""
+    keep_real = not metric.reset_real_features and (metric._real_cached or metric._round_computed)
+    keep_rows = keep_real and metric._per_image and (metric._rows_cached or metric._round_computed)
+    keep_extra = keep_real and (metric._extra_real_cached or metric._round_computed)
+    names = REAL_STATES if keep_real else ()
+    names += REAL_ROWS if keep_rows else ()
+    names += extra_real_names(metric) if keep_extra else ()
+    metric._round_computed = False
+    # Lists are copied: torchmetrics' reset() clears list states in place.
+    kept = {key: list(v) if isinstance(v := getattr(metric, key), list) else v for key in names}
+    reset()
+    for key, value in kept.items():
+        setattr(metric, key, value)
+    metric._real_cached, metric._rows_cached = keep_real, keep_rows
+    metric._extra_real_cached = keep_extra
+
+
 def copy_real_statistics(metric: Any, per_image: bool) -> dict[str, Tensor]:
     """Copies of ``metric``'s real-image sums (and, with ``per_image``, its real rows (n, d)
-    float32 and their positions (n,) int64), keyed by state name."""
-    out = {key: getattr(metric, key) for key in REAL_STATES}
+    float32 and their positions (n,) int64), keyed by state name; with further feature spaces,
+    their real sums too (``dinov2_real_features_sum``, ...)."""
+    out = {key: getattr(metric, key) for key in REAL_STATES + extra_real_names(metric)}
     if per_image:
         out["real_feature_rows"] = cat_state(
             metric.real_feature_rows, torch.float32, metric.num_features
@@ -235,16 +264,32 @@ def copy_real_statistics(metric: Any, per_image: bool) -> dict[str, Tensor]:
 def install_real_statistics(metric: Any, stats: dict[str, Tensor] | None) -> None:
     """Install checked real-image sums (and rows) on ``metric`` and mark them cached; None
     clears them. Nothing changes when ``stats`` is refused."""
+    extra = extra_real_names(metric)
     if stats is None:
         metric._real_cached = metric._round_computed = metric._rows_cached = False
-        for key in REAL_STATES:
+        metric._extra_real_cached = False
+        for key in REAL_STATES + extra:
             setattr(metric, key, torch.zeros_like(getattr(metric, key)))
         metric.real_feature_rows, metric.real_row_positions = [], []
         return
     expected = {key: getattr(metric, key).shape for key in REAL_STATES}
     sums, rows = check_real_statistics(stats, expected, metric.num_features)
+    # The further spaces' sums when all are given (else computed again in the next round).
+    extra_sums = {key: torch.as_tensor(stats[key]) for key in extra if key in stats}
+    for key, value in extra_sums.items():
+        if value.shape != getattr(metric, key).shape:
+            raise ValueError(
+                f"{key} has shape {tuple(value.shape)}, expected "
+                f"{tuple(getattr(metric, key).shape)}: load statistics computed with this "
+                "metric's feature networks."
+            )
+    complete = len(extra_sums) == len(extra)
     for key, value in sums.items():
         setattr(metric, key, value.to(metric.device, getattr(metric, key).dtype))
+    for key in extra:
+        value = extra_sums[key] if complete else torch.zeros_like(getattr(metric, key))
+        setattr(metric, key, value.to(metric.device, getattr(metric, key).dtype))
+    metric._extra_real_cached = complete
     metric._real_cached = True
     metric._rows_cached = rows is not None and metric._per_image
     metric.real_feature_rows, metric.real_row_positions = [], []

@@ -24,7 +24,7 @@ from ifid_callback.distributed import world_and_rank
 from ifid_callback.extras import build_extras
 from ifid_callback.extras import uncertainty as per_image
 from ifid_callback.feature_share import apply_keeping_shared
-from ifid_callback.features import resolve_feature
+from ifid_callback.features import resolve_feature, resolve_spaces, split_features
 from ifid_callback.image_checks import (
     as_ids,
     check_images,
@@ -76,9 +76,14 @@ class InterpolatedFID(Metric):
             images in ``input_range`` (see :class:`~ifid_callback.vae.VAEAdapter`).
         vae: instead, an object with ``encode``/``decode`` (``diffusers.AutoencoderKL``, ...).
         feature: ``"inception"`` (the standard FID Inception-v3 pool3, 2048-d, offline weights,
-            one per process and device: :mod:`~ifid_callback.feature_share`), or an ``nn.Module``
+            one per process and device: :mod:`~ifid_callback.feature_share`), ``"dinov2"``
+            (FD_DINOv2: EDM2's DINOv2 features, ViT-B/14; ``"dinov2-vitl14"``, ... other
+            sizes; local weights only, :mod:`~ifid_callback.dinov2`), or an ``nn.Module``
             mapping images in ``input_range`` to (B, d). Inside torchmetrics' ``FeatureShare``,
-            a network that takes another input range is refused.
+            a network that takes another input range is refused. A tuple, e.g.
+            ``("inception", "dinov2")``: the first gives ``ifid``/``rfid`` (and the extras),
+            each other ``ifid_<space>``/``rfid_<space>`` (``ifid_dinov2``), from the same
+            encode and decode, each network once per image.
         interpolation, alpha: ``"slerp"`` (default), ``"linear"`` or ``"mask"``; weight in
             [0, 1] (default 0.5; 0 gives iFID == rFID).
         k, pick: neighbours to pick one from (default 1) and how: ``"uniform"``,
@@ -193,11 +198,14 @@ class InterpolatedFID(Metric):
         self.vae = VAEAdapter(vae, encoder, decoder, sample_posterior=settings["sample_posterior"])
         # A preset's preprocessing applies to the networks that declare one; a plain module
         # does its own (an explicit preprocessing= must match it).
+        feature, spaces = split_features(feature)
         declared = preprocessing is not None or hasattr(feature, "preprocessing")
+        # A preset's preprocessing reaches "dinov2" only when the user asked for it.
+        implied = isinstance(feature, str) and not feature.lower().startswith("dinov2")
         self.feature_net = resolve_feature(
             feature,
             self.input_range,
-            settings["preprocessing"] if declared or isinstance(feature, str) else None,
+            settings["preprocessing"] if declared or implied else None,
         )
         self.preprocessing: str | None = getattr(self.feature_net, "preprocessing", None)
         # The authors' path feeds the features unclamped decodes.
@@ -213,12 +221,16 @@ class InterpolatedFID(Metric):
             index, self.distance, self.seed, self.search_norm, self.auto_refresh_index
         )
         self.reference.bank = bank
-        self.extras = build_extras(switches, lpips, self.input_range, self.seed, self.compute_rfid)
+        self.extras = build_extras(
+            switches, lpips, self.input_range, self.seed, self.compute_rfid,
+            resolve_spaces(spaces, self.input_range, self.feature_net),
+        )  # fmt: skip
         self._per_image = any(extra.uses_rows for extra in self.extras.values())
         self._generator = torch.Generator().manual_seed(self.seed)  # only for position-less calls
         self._real_root = fid_state.RealRoot()
         self._scale_warned = False
         self._rows_cached = self._real_cached = self._round_computed = False
+        self._extra_real_cached = False  # the further feature spaces' real statistics
         # (n,) int64 insertion steps of the neighbours of the last computed round (-1: unknown).
         self.last_neighbor_steps = torch.empty(0, dtype=torch.long)
         # Without a bank: queries of the last computed round that repeat an earlier one's pixels.
@@ -353,7 +365,7 @@ class InterpolatedFID(Metric):
         if self._per_image:
             rows = fid_state.paired_rows(self, interp_rows, self.compute_rfid, self._rows_cached)
         for extra in self.extras.values():
-            state = {name: getattr(self, name) for name in extra.states()}
+            state = {name: sums.get(name, getattr(self, name)) for name in extra.states()}
             found = extra.compute(state, rows if extra.uses_rows else None)
             out.update({key: value.to(out["ifid"]) for key, value in found.items()})
         return out
@@ -362,21 +374,7 @@ class InterpolatedFID(Metric):
         """Clear the accumulated queries; real statistics (and rows) survive when
         ``reset_real_features=False``."""
         self._new_round()
-        keep_real = not self.reset_real_features and (self._real_cached or self._round_computed)
-        keep_rows = keep_real and self._per_image and (self._rows_cached or self._round_computed)
-        self._round_computed = False
-        if not keep_real:
-            super().reset()
-            self._real_cached = self._rows_cached = False
-            return
-        self._real_cached = True
-        names = fid_state.REAL_STATES + (fid_state.REAL_ROWS if keep_rows else ())
-        # Lists are copied: torchmetrics' reset() clears list states in place.
-        kept = {key: list(v) if isinstance(v := getattr(self, key), list) else v for key in names}
-        super().reset()
-        for key, value in kept.items():
-            setattr(self, key, value)
-        self._rows_cached = keep_rows
+        fid_state.reset_keeping_real(self, super().reset)
 
     def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> torch.nn.Module:
         # Only device moves apply: states keep their dtypes (float64 sums) and networks their

@@ -3,15 +3,19 @@ devices with the metric, never cast by its dtype changes, and named in its setti
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ifid_callback.dinov2 import DINOv2Features
 from ifid_callback.features import InceptionFeatures, feature_dim
 
-# Child networks whose weights are the user's, not the metric's state: kept out of state_dict.
+# Child networks whose weights are the user's, not the metric's state: kept out of state_dict
+# (the feature network, and the network ``net`` of any extra: LPIPS, a further feature space).
 NETWORK_CHILDREN = ("feature_net", "extras.lpips.net")
+_NETWORK_KEY = re.compile(r"(^|\.)(feature_net|extras\.[^.]+\.net)\.")
 
 
 class DeviceMove:
@@ -30,8 +34,11 @@ class DeviceMove:
 
 
 def feature_name(net: torch.nn.Module) -> str:
-    """``"inception"`` for the standard network, else the module's class name."""
+    """``"inception"`` for the standard network, ``"dinov2-vitb14"`` (...) for DINOv2, else the
+    module's class name."""
     net = getattr(net, "network", net)  # inside torchmetrics' FeatureShare (a NetworkCache)
+    if isinstance(net, DINOv2Features):
+        return net.name
     return "inception" if isinstance(net, InceptionFeatures) else type(net).__name__
 
 
@@ -50,14 +57,14 @@ def drop_network_keys(
     module: torch.nn.Module, state_dict: dict, prefix: str, local_metadata: Any
 ) -> None:
     """``state_dict`` hook: leave the networks' weights out."""
-    prefixes = tuple(f"{prefix}{name}." for name in NETWORK_CHILDREN)
-    for key in [k for k in state_dict if k.startswith(prefixes)]:
-        del state_dict[key]
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if _NETWORK_KEY.match(key[len(prefix) :]):
+            del state_dict[key]
 
 
 def ignore_missing_network_keys(module: torch.nn.Module, incompatible_keys: Any) -> None:
     """``load_state_dict`` post hook: the networks' weights are not expected."""
     missing = incompatible_keys.missing_keys
     for key in list(missing):
-        if any(f".{name}." in f".{key}" for name in NETWORK_CHILDREN):
+        if _NETWORK_KEY.search(key):
             missing.remove(key)

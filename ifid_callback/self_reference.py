@@ -71,6 +71,10 @@ def _search(
         "interp_features_cov_sum": torch.zeros(d, d, dtype=torch.float64, device=metric.device),
         "interp_num_samples": torch.zeros((), dtype=torch.long, device=metric.device),
     }
+    for extra in metric.extras.values():  # further feature spaces' sums of the interpolants
+        partial.update(
+            {name: torch.zeros_like(getattr(metric, name)) for name in extra.interp_states()}
+        )
     rows = None
     if metric._per_image:
         # Each rank fills its chunks' rows; the others stay 0, so a sum over ranks is exact.

@@ -26,6 +26,7 @@ def build_extras(
     input_range: tuple[float, float],
     seed: int,
     compute_rfid: bool,
+    spaces: Mapping[str, nn.Module] | None = None,
 ) -> nn.ModuleDict:
     """The extras that are on, in the order their results are reported.
 
@@ -37,8 +38,16 @@ def build_extras(
         input_range: (low, high) of the images.
         seed: the metric's seed (KID's subsets).
         compute_rfid: whether reconstructions are decoded (their scores need them).
+        spaces: further feature spaces, name -> network (``{"dinov2": DINOv2Features(...)}``):
+            ``ifid_<name>``/``rfid_<name>`` from the same decodes, reported first.
     """
     extras: dict[str, Any] = {}
+    if spaces:
+        # Imported here: the module reads the FID sums' helpers, which import this package.
+        from ifid_callback.extras.feature_space import FeatureSpaceFID
+
+        for name, net in spaces.items():
+            extras[f"fid_{name}"] = FeatureSpaceFID(name, net, input_range, compute_rfid)
     if switches["reconstruction_metrics"] and compute_rfid:
         extras["reconstruction"] = ReconstructionScores(input_range)
     net = resolve_lpips(lpips, input_range)
