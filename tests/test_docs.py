@@ -1,6 +1,6 @@
 """The documentation site builds with ``mkdocs build --strict`` (as ``make docs`` does): a broken
-link, a missing anchor, a page left out of the nav or an API reference to a name that does not
-exist fails the build, and so this test."""
+link, a missing anchor or an API reference to a name that does not exist fails the build, and so
+this test; the README's relative links are checked too."""
 
 from __future__ import annotations
 
