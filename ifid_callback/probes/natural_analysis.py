@@ -233,6 +233,10 @@ def _f(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _e(value: Any) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1e}"
+
+
 def _diff_row(label: str, d: Mapping[str, Any] | None) -> str:
     if d is None:
         return f"| {label} | n/a (fewer than 3 VAEs) | | | | |"
@@ -291,8 +295,8 @@ def format_natural_report(payload: Mapping[str, Any]) -> str:
         check = analysis["metric_check"]
         lines.append(
             f"- The metric's iFID/rFID (InterpolatedFID, the pass that gives the companions) "
-            f"against the study's: max |difference| {_f(check['max_abs_ifid_difference'], 6)} / "
-            f"{_f(check['max_abs_rfid_difference'], 6)}."
+            f"against the study's: max |difference| {_e(check['max_abs_ifid_difference'])} / "
+            f"{_e(check['max_abs_rfid_difference'])}."
         )
     if analysis is None:
         lines += [

@@ -478,6 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--dest", default=str(DOCS_DIR))
     pub.add_argument("--allow-nondesign", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}")
+        return 2
+
+
+def _main(args: Any) -> int:
     if args.command == "run":
         settings = (
             NaturalFamilySettings.smoke(args.out) if args.smoke else NaturalFamilySettings(args.out)
