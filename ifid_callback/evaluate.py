@@ -84,7 +84,9 @@ def evaluate_vae(
 
     Returns:
         Every number the metric computes (``"ifid"``, ``"rfid"`` and the extras that are on:
-        ``"ifid_std"``, ``"rfid_std"``, ``"psnr"``, ``"ssim"``, ``"mse"`` by default;
+        ``"ifid_std"``, ``"rfid_std"``, ``"psnr"``, ``"ssim"``, ``"mse"`` by default (``"psnr"``
+        is +inf for pixel-exact reconstructions; ``ifid eval --json`` writes that as ``null``
+        with ``"psnr_lossless": true``, see :mod:`ifid_callback.json_numbers`);
         ``"ikid"``, ``"rkid"``, ... with ``kid=True``; ``"iprecision"``, ``"irecall"`` with
         ``precision_recall=True``), and ``"num_images"``, ``"bank_size"``, ``"self_matches"``,
         ``"exclude_self"``, ``"duplicate_queries"``: ``self_matches`` counts the queries whose

@@ -1,5 +1,5 @@
-"""Image grids through each logger's own API: TensorBoard, Weights & Biases, and the wrappers of
-Lightning, Accelerate and the Hugging Face Trainer around them.
+"""Image grids through each logger's own API: TensorBoard, Weights & Biases, MLflow, and the
+wrappers of Lightning, Accelerate and the Hugging Face Trainer around them.
 
 Scalars go through each framework's own logging call (``LightningModule.log``,
 ``Accelerator.log``, the Trainer's metrics), which every logger understands. Images have no
@@ -26,9 +26,12 @@ def log_grid(target: Any, key: str, grid: Tensor, step: int, step_key: str | Non
     """Log ``grid`` under ``key`` at ``step`` through ``target``; False when it takes no images.
 
     Args:
-        target: a ``torch.utils.tensorboard.SummaryWriter``; a Lightning ``TensorBoardLogger`` or
-            ``WandbLogger``; an Accelerate ``tensorboard`` or ``wandb`` tracker; a ``wandb`` run.
-            Anything else (CSV loggers, ...) is skipped.
+        target: a ``torch.utils.tensorboard.SummaryWriter``; a Lightning ``TensorBoardLogger``,
+            ``WandbLogger`` or ``MLFlowLogger``; an Accelerate ``tensorboard``, ``wandb`` or
+            ``mlflow`` tracker; a ``wandb`` run; an ``mlflow`` run (``mlflow.active_run()``).
+            Anything else (CSV loggers, ...) is skipped. MLflow stores the grid as a PNG
+            artifact under ``images/`` with its key and step (``mlflow.log_image(key=, step=)``:
+            the run page's image panel steps through the evaluations).
         key: the image's name, e.g. ``"val/ifid_grid"``.
         grid: (3, H, W) float image in [0, 1].
         step: the step of the scalars of the same evaluation.
@@ -51,6 +54,17 @@ def log_grid(target: Any, key: str, grid: Tensor, step: int, step_key: str | Non
         return True
     if tracker == "wandb" and callable(getattr(target, "log_images", None)):
         target.log_images({key: [grid_array(grid)]}, step=step)
+        return True
+    if kind == "MLFlowLogger":  # Lightning: its client and run (tracking_uri of the logger)
+        target.experiment.log_image(target.run_id, grid_array(grid), key=key, step=step)
+        return True
+    if tracker == "mlflow":  # Accelerate: the run it started with the fluent API
+        target = target.tracker
+        kind = type(target).__name__
+    if kind in ("ActiveRun", "Run") and type(target).__module__.startswith("mlflow"):
+        import mlflow
+
+        mlflow.MlflowClient().log_image(target.info.run_id, grid_array(grid), key=key, step=step)
         return True
     if kind == "Run" and type(target).__module__.startswith("wandb"):
         import wandb
