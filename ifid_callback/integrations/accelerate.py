@@ -36,7 +36,7 @@ def log_metrics(
     grid: Any = None,
 ) -> None:
     """Log every number of ``result`` with ``accelerator.log`` and an optional (3, H, W) grid to
-    each tracker that takes images (TensorBoard, W&B), at ``step``; main process only."""
+    each tracker that takes images (TensorBoard, W&B, MLflow), at ``step``; main process only."""
     accelerator.log(logged_metrics(result, log_prefix), step=step)
     if grid is None or not accelerator.is_main_process:
         return
@@ -57,7 +57,8 @@ class AccelerateIFID:
         monitor: the monitor to drive (its VAE should be the prepared model's VAE).
         accelerator: the loop's ``Accelerator``; metrics go to its trackers.
         log_prefix: prefix of the logged names (``"val/ifid"``, ``"val/rfid"``, ...).
-        log_grid: log the titled image grid to the TensorBoard/W&B trackers at each evaluation.
+        log_grid: log the titled image grid to the TensorBoard/W&B/MLflow trackers at each
+            evaluation.
         register: register the monitor for checkpointing (False when done elsewhere).
     """
 

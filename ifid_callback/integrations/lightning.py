@@ -31,7 +31,7 @@ class IFIDCallback(Callback):
     ``trainer.validate(ckpt_path=...)`` with the checkpoint's bank) evaluates the monitor and logs
     with ``pl_module.log(..., sync_dist=True)``, so ``ModelCheckpoint``/``EarlyStopping(monitor=
     "val/ifid", mode="min")`` see it; the grid (x | NN(x) | interpolant | reconstruction, titled)
-    goes to every TensorBoard and W&B logger at the step of those scalars (CSV: scalars only).
+    goes to every TensorBoard, W&B and MLflow logger at the step of those scalars (CSV: none).
     The weights measured are those of ``val/loss``: with Lightning's ``WeightAveraging`` /
     ``EMAWeightAveraging`` the averaged ones, whatever the order of the callbacks. With the
     monitor's ``eval_every_n_steps``, validations before it is due re-log the last values
