@@ -4,6 +4,7 @@ Trainer's ``report_to=["mlflow"]``; the grid is a PNG artifact at the step of th
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 
@@ -16,6 +17,8 @@ from ifid_callback.monitor import IFIDMonitor
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
 from tests.helpers import PixelValues, RandomFeatures, VAEModel, fit_quietly, smooth_images
 
+# MLflow 3 sends usage telemetry from the moment it is imported: the tests stay offline.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 mlflow = pytest.importorskip("mlflow")
 
 SIZE = 16
