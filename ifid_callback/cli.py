@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ifid_callback import json_numbers
 
@@ -77,9 +78,20 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--feature",
         default="inception",
-        help="feature network: 'inception' (standard FID, default) or 'package.module:factory' "
-        "returning an nn.Module images -> (B, d), e.g. 'ifid_callback.demo:smoke_features' to "
-        "check a set-up quickly (its numbers are not FID)",
+        help="feature network: 'inception' (standard FID, default), 'dinov2' (FD_DINOv2: EDM2's "
+        "DINOv2 features, ViT-B/14; 'dinov2-vitl14' is EDM2's size; weights from --dinov2-weights, "
+        "$IFID_DINOV2_WEIGHTS or the Hugging Face cache, never downloaded) or "
+        "'package.module:factory' returning an nn.Module images -> (B, d), e.g. "
+        "'ifid_callback.demo:smoke_features' to check a set-up quickly (its numbers are not FID); "
+        "comma-separated for several spaces from one pass: 'inception,dinov2' reports ifid, rfid "
+        "and ifid_dinov2, rfid_dinov2",
+    )
+    g.add_argument(
+        "--dinov2-weights",
+        default=None,
+        help="directory written by transformers' Dinov2Model.save_pretrained (config.json, "
+        "model.safetensors); default: $IFID_DINOV2_WEIGHTS, else the Hugging Face cache's "
+        "facebook/dinov2-base (-small, -large, -giant for the other sizes)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of all random choices (default: 0)")
     x = p.add_argument_group("extras (computed from the same pass)")
@@ -220,7 +232,6 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
 
     from ifid_callback.data import ImageFolder
     from ifid_callback.evaluate import evaluate_vae
-    from ifid_callback.inception import InceptionFeatures
     from ifid_callback.loading import load_vae
     from ifid_callback.metric import resolve_settings
 
@@ -247,16 +258,10 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
             ImageFolder(args.reference, size=args.size, center_crop=center_crop),
             batch_size=args.batch_size,
         )
-    if args.feature == "inception":
-        feature = InceptionFeatures(
-            weights=args.inception_weights, preprocessing=settings["preprocessing"] or "standard"
-        )
-    else:
-        from ifid_callback.demo import load_feature
-
-        feature = load_feature(args.feature)
+    feature = feature_networks(args, settings["preprocessing"])
     # What runs: a custom feature module does its own preprocessing (None).
-    settings["preprocessing"] = getattr(feature, "preprocessing", None)
+    first = feature[0] if isinstance(feature, tuple) else feature
+    settings["preprocessing"] = getattr(first, "preprocessing", None)
     result = evaluate_vae(
         vae,
         DataLoader(queries, batch_size=args.batch_size),
@@ -298,6 +303,28 @@ def run_eval(args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
+def feature_networks(args: argparse.Namespace, preprocessing: str | None) -> Any:
+    """The network of ``--feature`` (a tuple of them for a comma-separated list)."""
+    from ifid_callback.dinov2 import DINOv2Features, dinov2_arch
+    from ifid_callback.inception import InceptionFeatures
+
+    nets = []
+    for spec in (part.strip() for part in args.feature.split(",")):
+        if spec == "inception":
+            nets.append(
+                InceptionFeatures(
+                    weights=args.inception_weights, preprocessing=preprocessing or "standard"
+                )
+            )
+        elif spec.lower().startswith("dinov2"):
+            nets.append(DINOv2Features(dinov2_arch(spec), weights=args.dinov2_weights))
+        else:
+            from ifid_callback.demo import load_feature
+
+            nets.append(load_feature(spec))
+    return nets[0] if len(nets) == 1 else tuple(nets)
+
+
 def summary_line(result: dict) -> str:
     """iFID and rFID (each +- its standard error when reported) and the extras, on one line."""
 
@@ -306,6 +333,10 @@ def summary_line(result: dict) -> str:
         return f"{label} {result[name]:.3f}" + (f" +- {std:.3f}" if std is not None else "")
 
     parts = [fid("ifid", "iFID"), fid("rfid", "rFID")]
+    for space in ("inception", "dinov2"):  # further feature spaces (--feature a,b)
+        for name in ("ifid", "rfid"):
+            if f"{name}_{space}" in result:
+                parts.append(fid(f"{name}_{space}", f"{name[0]}FID_{space}"))
     labels = {
         "psnr": ("PSNR", ".2f", " dB"),
         "ssim": ("SSIM", ".4f", ""),

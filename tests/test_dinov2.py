@@ -227,3 +227,61 @@ def test_ddp_two_ranks_equal_one_process(weights, tmp_path, with_bank):
         for key, value in single.items():
             # Float32 features of other batch sizes differ in the last bits; the sums are exact.
             torch.testing.assert_close(out[key], value, rtol=1e-6, atol=0)
+
+
+def test_monitor_logs_both_spaces_and_keeps_dinov2_real_statistics(weights):
+    from ifid_callback.monitor import IFIDMonitor
+    from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
+
+    torch.manual_seed(0)
+    vae, ema = TinyVAE(TinyVAEConfig(base_channels=8)), TinyVAE(TinyVAEConfig(base_channels=8))
+    eval_images = smooth_images(16, size=SIZE, seed=8)
+
+    def monitor(dino):
+        found = IFIDMonitor(
+            vae,
+            eval_images=eval_images,
+            feature=(RandomFeatures(IN_DIM), dino),
+            bank_capacity=32,
+            extra_vaes={"ema": ema},
+        )
+        for seed in range(3):
+            found.observe(latents=vae.encode(smooth_images(8, size=SIZE, seed=seed)).mean)
+        return found
+
+    dino = CountingDINOv2(weights=weights)
+    first = monitor(dino)
+    result = first.evaluate()
+    for key in ("ifid", "rfid", "ifid_dinov2", "rfid_dinov2", "ifid_dinov2_ema"):
+        assert key in result, sorted(result)
+    assert dino.images == 16 + 2 * 32  # the real images once, then each weights' decodes
+    again = first.evaluate()
+    assert dino.images == 16 + 4 * 32
+    assert again["ifid_dinov2"] == pytest.approx(result["ifid_dinov2"], rel=1e-9)
+
+    restored_dino = CountingDINOv2(weights=weights)
+    restored = monitor(restored_dino)
+    restored.load_state_dict(first.state_dict())
+    assert restored.evaluate()["ifid_dinov2"] == pytest.approx(result["ifid_dinov2"], rel=1e-9)
+    assert restored_dino.images == 2 * 32  # the DINOv2 real statistics came with the checkpoint
+
+
+def test_cli_eval_reports_both_spaces(weights, tmp_path, capsys, no_env):
+    import json
+
+    from ifid_callback import cli
+    from tests.test_cli import SMOKE, save_patches, save_tiny_autoencoder
+
+    vae = save_tiny_autoencoder(tmp_path / "vae")
+    images = save_patches(tmp_path / "images", 8)
+    results = {}
+    for name, feature in (("both", f"{SMOKE},dinov2"), ("dinov2", "dinov2")):
+        out = tmp_path / f"{name}.json"
+        argv = ["eval", "--vae", str(vae), "--images", str(images), "--feature", feature]
+        argv += ["--dinov2-weights", weights, "--json", str(out), "--no-progress"]
+        assert cli.main(argv) == 0
+        results[name] = json.loads(out.read_text())
+    assert "iFID_dinov2" in capsys.readouterr().out
+    assert results["both"]["ifid_dinov2"] == pytest.approx(results["dinov2"]["ifid"], rel=1e-9)
+    assert results["both"]["rfid_dinov2"] == pytest.approx(results["dinov2"]["rfid"], rel=1e-9)
+    assert results["both"]["ifid"] != pytest.approx(results["dinov2"]["ifid"])
