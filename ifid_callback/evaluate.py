@@ -79,6 +79,8 @@ def evaluate_vae(
             with the same feature network and settings skips their feature pass. The images are
             identified by their file bytes (an unshuffled loader over an ``ImageFolder``) or
             else by their pixels (one extra pass over the loader); a shuffling loader is refused.
+            Only the first feature space's statistics are cached: further spaces
+            (``feature=("inception", "dinov2")``) compute their real features in every run.
         **metric_kwargs: passed to :class:`InterpolatedFID` (feature, interpolation, alpha, k,
             index, preset, seed, uncertainty, reconstruction_metrics, kid, precision_recall, ...).
 

@@ -181,6 +181,9 @@ def describe(metric: Any) -> dict[str, Any]:
     out["input_range"] = list(metric.input_range)
     out["reset_real_features"] = metric.reset_real_features
     out["feature"] = feature_name(metric.feature_net)
+    # Further feature spaces (feature=("inception", "dinov2")): their networks, in key order.
+    spaces = [e.net for e in metric.extras.values() if e.scores_decodes]
+    out["feature_spaces"] = [feature_name(net) for net in spaces]
     out["preprocessing"] = metric.preprocessing
     for key in ("uncertainty", "reconstruction_metrics", "kid", "precision_recall"):
         out[key] = getattr(metric, key)

@@ -145,6 +145,8 @@ def test_both_spaces_one_pass_each(weights, with_bank):
         both.update(batch)
     out = both.compute()
     assert list(out)[:4] == ["ifid", "rfid", "ifid_dinov2", "rfid_dinov2"]
+    assert both.settings["feature"] == "RandomFeatures"
+    assert both.settings["feature_spaces"] == ["dinov2"]
     # Each image once through each network: 12 real, 12 reconstructions, 12 interpolants.
     assert sum(seen) == dino.images == 36
     assert len(seen) == (6 if with_bank else 7)  # real and decodes per batch (+ compute())

@@ -116,7 +116,10 @@ class IFIDMonitor:
             or the posterior mean of a moments tensor for VAEs found automatically).
         encode_fraction: fraction in (0, 1] of each batch re-encoded for ``"encode"``.
         exact_bank: keep the bank's source images and re-encode them at each index refresh.
-        feature: ``"inception"`` or an ``nn.Module`` mapping images to (B, d) features.
+        feature: ``"inception"``, ``"dinov2"`` (FD_DINOv2, local weights), an ``nn.Module``
+            mapping images to (B, d) features, or a tuple of them (``("inception", "dinov2")``
+            also logs ``ifid_dinov2``, ``rfid_dinov2``), as in
+            :class:`~ifid_callback.metric.InterpolatedFID`.
         interpolation, alpha, k, pick, index, distance, sample_posterior, search_norm,
             preprocessing: as in :class:`~ifid_callback.metric.InterpolatedFID`. With
             ``sample_posterior=True`` the bank should hold posterior samples as well (log
@@ -179,7 +182,7 @@ class IFIDMonitor:
         hook_transform: Callable[[Any], Tensor] | None = None,
         encode_fraction: float = 0.25,
         exact_bank: bool = False,
-        feature: str | nn.Module = "inception",
+        feature: str | nn.Module | tuple = "inception",
         interpolation: str = "slerp",
         alpha: float = 0.5,
         k: int = 1,
