@@ -303,11 +303,6 @@ class InterpolatedFID(Metric):
         self._queries_seen += batch
         self._round_low = min(self._round_low, lowest)
 
-    def _decode_and_featurize(
-        self, z: Tensor, z_nn: Tensor | None, positions: Tensor, images: Tensor | None = None
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return batch_terms.decoded_terms(self, z, z_nn, positions, images)
-
     def _decode(self, z: Tensor, channels: int | None = None) -> Tensor:
         """Images decoded from ``z`` (B, ...), checked and clamped to ``input_range``."""
         channels = channels if channels is not None else self._channels

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ifid_callback.batch_terms import decoded_terms
 from ifid_callback.distributed import all_reduce_sum, world_and_rank
 from ifid_callback.fid_state import cat_state
 from ifid_callback.pixel_identity import identity_groups
@@ -87,7 +88,7 @@ def _search(
         z = latents[start : start + CHUNK].to(metric.device).reshape(-1, *shape)
         generator = metric._generators(part, "pick")
         z_nn, _ = metric.neighbors(z, exclude=ids[start : start + CHUNK], generator=generator)
-        found, found_rows = metric._decode_and_featurize(z, z_nn, part)
+        found, found_rows = decoded_terms(metric, z, z_nn, part)
         for key, value in found.items():
             partial[key] = partial[key] + value.to(partial[key].device)
         if rows is not None:
