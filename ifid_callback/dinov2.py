@@ -108,7 +108,13 @@ def load_dinov2_model(weights: str | os.PathLike | None, arch: str | None) -> tu
     ``weights`` (else ``$IFID_DINOV2_WEIGHTS``): a directory written by ``save_pretrained``;
     otherwise the Hugging Face cache's ``facebook/dinov2-*`` of ``arch`` (default ViT-B/14).
     """
-    from transformers import Dinov2Model
+    try:
+        from transformers import Dinov2Model
+    except ImportError as exc:
+        raise ImportError(
+            "DINOv2 features need transformers' Dinov2Model: pip install 'ifid-callback[dinov2]' "
+            "(or transformers>=4.40)."
+        ) from exc
 
     wanted = arch or DEFAULT_ARCH
     source = weights if weights is not None else os.environ.get(DINOV2_WEIGHTS_ENV) or None
