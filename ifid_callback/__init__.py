@@ -18,6 +18,7 @@ _EXPORTS = {
     "NeighborIndex": "ifid_callback.index",
     "VAEAdapter": "ifid_callback.vae",
     "InceptionFeatures": "ifid_callback.inception",
+    "DINOv2Features": "ifid_callback.dinov2",
     "evaluate_vae": "ifid_callback.evaluate",
     "IFIDMonitor": "ifid_callback.monitor",
 }
