@@ -38,7 +38,7 @@ class FeatureSpaceFID(Extra):
         compute_rfid: whether the reconstructions are decoded (``rfid_<space>``).
     """
 
-    key = "features"
+    key = "feature"
     scores_decodes = True
 
     def __init__(
