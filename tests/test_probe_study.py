@@ -97,7 +97,16 @@ def test_smoke_study_resumes_and_writes_every_output(zoo, tmp_path):
     second_stages = {(e["file"], e["stage"]) for e in second}
     # Nothing that had finished is redone, and everything else is done exactly once.
     assert not first_stages & second_stages
-    all_stages = {"latents", "reconstruction", "probe", "gfid", "gfid_t=0.5", "irs", "split_half"}
+    all_stages = {
+        "latents",
+        "reconstruction",
+        "probe",
+        "gfid",
+        "gfid_se",
+        "gfid_t=0.5",
+        "irs",
+        "split_half",
+    }
     for name in ("ae", "kl"):
         got = {s for f, s in first_stages | second_stages if f == name}
         assert got == all_stages

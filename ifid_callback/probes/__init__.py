@@ -2,9 +2,10 @@
 
 One module per job. The probe: ``sit`` (the model), ``probe_config``, ``flow_matching``,
 ``batch_order``, ``checkpoints`` and ``train`` (its training), ``trained_probe`` and ``sampling``.
-Measuring: ``fid`` (FID from features), ``gfid``, ``irs``, ``digit_features``. The study:
-``study_config``, ``stages`` (its cache on disk), ``study_data``, ``real_stage``, ``study_vae``,
-``ablation``, ``probe_seed`` and ``study`` (which runs them); its report: ``stats``, ``analysis``,
+Measuring: ``fid`` (FID from features), ``gfid``, ``gfid_error`` (gFID's standard error and
+paired differences), ``irs``, ``digit_features``. The study: ``study_config``, ``stages`` (its
+cache on disk), ``study_data``, ``real_stage``, ``study_vae``, ``ablation``, ``probe_seed`` and
+``study`` (which runs them); its report: ``stats``, ``analysis``, ``gfid_pairs``,
 ``report_markdown``, ``report_plots`` and ``report``. VAE zoos and the digits study: ``zoo``,
 ``invertible``, ``digits_study``, ``pair`` (the pair check). The command line: ``cli``.
 
@@ -48,6 +49,10 @@ _EXPORTS = {
     "generated_features": "gfid",
     "gfid_t": "gfid",
     "regenerated_features": "gfid",
+    "GFIDInfluence": "gfid_error",
+    "gfid_influence": "gfid_error",
+    "gfid_with_error": "gfid_error",
+    "paired_gfid_difference": "gfid_error",
     "StudyConfig": "study_config",
     "load_study": "study",
     "run_study": "study",

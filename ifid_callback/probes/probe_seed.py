@@ -1,6 +1,14 @@
 """One probe of one VAE in a study: train it (seed ``seed + index``), then its gFID against the
-training reference and against the held-out images, gFID(t) for each t, and IRS; each a cached
-stage, so an interrupted run resumes where it stopped."""
+training reference and against the held-out images with their sampling standard errors, gFID(t)
+for each t, and IRS; each a cached stage, so an interrupted run resumes where it stopped.
+
+Common random numbers: every generator here is keyed by the probe seed alone (``seed + index``),
+never by the VAE, so probe ``index`` of every VAE with the same latent shape and probe recipe gets
+the same initialisation, batch order of indices, training noise and times, and sampling noise
+(sample j starts from the same noise draw). Two VAEs' gFIDs at one probe seed are then paired
+sample by sample (:func:`~ifid_callback.probes.gfid_error.paired_gfid_difference`); each sample's
+influence on gFID is kept in ``gfid_influence[_s<index>].npy`` for that.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +23,24 @@ from torch import Tensor, nn
 
 from .fid import fid_from_features
 from .gfid import generated_features, regenerated_features
+from .gfid_error import gfid_influence
 from .irs import image_retrieval_score
 from .stages import Stages, finish_array, load_array, open_memmap
 from .study_config import StudyConfig, feature_key
 from .train import train_probe
 from .trained_probe import TrainedProbe
 
-__all__ = ["run_probe_seed"]
+__all__ = ["influence_file", "run_probe_seed", "sampling_seed"]
+
+
+def sampling_seed(study_seed: int, index: int) -> int:
+    """The seed of probe ``index``'s gFID sampling noise: a function of the probe seed only."""
+    return study_seed + 3 + 1000 * index
+
+
+def influence_file(vae_dir: Path, index: int) -> Path:
+    """Where probe ``index`` of a VAE keeps each generated sample's influence on its gFID."""
+    return Path(vae_dir) / ("gfid_influence.npy" if index == 0 else f"gfid_influence_s{index}.npy")
 
 
 def run_probe_seed(
@@ -81,8 +100,9 @@ def run_probe_seed(
         "sampler": config.sampler,
         "sampling_steps": config.sampling_steps,
     }
-    # Sampling noise differs between probe seeds too, so the seed spread includes it.
-    sample_seed = config.seed + 3 + 1000 * index
+    # Keyed by the probe seed only (never the VAE): common random numbers across VAEs. Sampling
+    # noise differs between probe seeds, so the seed spread includes it.
+    sample_seed = sampling_seed(config.seed, index)
 
     def gfid_stage() -> dict[str, Any]:
         tmp = samples_file.with_name(samples_file.stem + ".tmp.npy")
@@ -117,16 +137,28 @@ def run_probe_seed(
             "num_samples": config.num_samples,
         }
 
-    gf = stages.run(
-        f"gfid{suffix}",
-        {
-            **sample_key,
-            "num_samples": config.num_samples,
-            "num_reference": config.num_reference,
-            "heldout": [config.eval_data, config.num_eval],
-        },
-        gfid_stage,
-    )
+    gfid_key = {
+        **sample_key,
+        "num_samples": config.num_samples,
+        "num_reference": config.num_reference,
+        "heldout": [config.eval_data, config.num_eval],
+    }
+    gf = stages.run(f"gfid{suffix}", gfid_key, gfid_stage)
+
+    def gfid_se_stage() -> dict[str, Any]:
+        # The influence-function standard errors of gFID (reference held fixed; the reference's
+        # own term alongside), from the cached sample features.
+        feats = load_array(samples_file)
+        found = gfid_influence(feats, load_array(real_dir / "reference_features.npy"))
+        np.save(influence_file(vae_dir, index), found.generated.numpy())
+        held = gfid_influence(feats, load_array(real_dir / "eval_features.npy"))
+        return {
+            "gfid_se": found.std_error,
+            "gfid_se_reference": found.std_error_reference,
+            "gfid_heldout_se": held.std_error,
+        }
+
+    se = stages.run(f"gfid_se{suffix}", {**gfid_key, "se": "influence"}, gfid_se_stage)
 
     gfid_t: dict[str, float] = {}
     for t in config.t_grid:
@@ -182,6 +214,7 @@ def run_probe_seed(
         "probe_steps": probe_res["steps"],
         "gfid": gf["gfid"],
         "gfid_heldout": gf["gfid_heldout"],
+        **se,
         "gfid_t": gfid_t,
         "irs": irs,
     }

@@ -1,5 +1,6 @@
-"""The study's report: the analysis (:mod:`~ifid_callback.probes.analysis`) of the per-VAE results,
-written as JSON, CSV, markdown (:mod:`~ifid_callback.probes.report_markdown`) and scatter-plot PNGs
+"""The study's report: the analysis (:mod:`~ifid_callback.probes.analysis`) of the per-VAE results
+and the paired gFID differences between them (:mod:`~ifid_callback.probes.gfid_pairs`), written as
+JSON, CSV, markdown (:mod:`~ifid_callback.probes.report_markdown`) and scatter-plot PNGs
 (:mod:`~ifid_callback.probes.report_plots`). :func:`analyse`, :func:`compare_predictors`,
 :data:`METRICS` and :data:`CONSTANT_RTOL` are importable from here too."""
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import CONSTANT_RTOL, METRICS, analyse, compare_predictors
+from .gfid_pairs import paired_gfid_table
 from .report_markdown import render_markdown, table_rows
 from .report_plots import write_plots
 
@@ -29,6 +31,8 @@ def write_report(
         raise ValueError("the study has no VAE results to report")
     groups = (result.get("config") or {}).get("groups") or None
     analysis = analyse(rows, groups=groups, **analyse_kwargs)
+    # Neighbours in gFID order, differenced over the same probe seeds and sample noise.
+    analysis["gfid_pairs"] = paired_gfid_table(rows, (result.get("config") or {}).get("out_dir"))
     paths = {
         "json": out / "results.json",
         "csv": out / "results.csv",

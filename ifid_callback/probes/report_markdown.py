@@ -1,5 +1,6 @@
-"""The study's report as text: the per-VAE table (also the CSV's rows) and the markdown of the
-analysis (correlations, iFID against rFID, ablations, selection, reliability, noise floors)."""
+"""The study's report as text: the per-VAE table (also the CSV's rows; each gFID with its sampling
+standard error and its spread over probe seeds) and the markdown of the analysis (correlations,
+iFID against rFID, ablations, paired gFID differences, selection, reliability, noise floors)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         "PSNR",
         "probe loss",
         "gFID",
-        "gFID per seed",
+        "gFID SE",
+        "gFID seed sd",
+        "gFID per seed (± SE)",
         "gFID held-out",
         "time shift",
         *[f"gFID(t={t:g})" for t in ts],
@@ -47,7 +50,9 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
                 r["psnr"],
                 r["probe_loss"],
                 r["gfid"],
-                " / ".join(f"{v:.2f}" for v in r.get("gfid_seeds") or [r["gfid"]]),
+                r.get("gfid_se"),
+                r.get("gfid_seed_std"),
+                _per_seed(r),
                 r.get("gfid_heldout"),
                 "none" if r.get("time_shift") is None else f"{float(r['time_shift']):.3g}",
                 *[r["gfid_t"].get(f"{t:g}") for t in ts],
@@ -57,6 +62,45 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
             ]
         )
     return header, body
+
+
+def _per_seed(r: dict[str, Any]) -> str:
+    values = r.get("gfid_seeds") or [r["gfid"]]
+    ses = r.get("gfid_se_seeds") or [None] * len(values)
+    return " / ".join(
+        f"{v:.2f}" + ("" if se is None else f" ± {se:.2f}") for v, se in zip(values, ses)
+    )
+
+
+def _pairs_markdown(pairs: list[dict[str, Any]]) -> list[str]:
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "## gFID: paired differences between neighbouring VAEs",
+        "",
+        "Each VAE against the one just better in gFID. gFID SE (table above) is the sampling "
+        "standard error of the seed mean: the influence-function standard error over the "
+        "generated samples, the reference images held fixed (every VAE uses the same reference, "
+        "whose draw moves all gFIDs together). Probe seed s of every VAE uses the same "
+        "initialisation, batch order, noise, times and sampling noise (common random numbers), "
+        "so the difference at each seed is paired sample by sample. *paired SE*: sampling "
+        "standard error of the mean difference from those pairs; *seed SE*: std of the per-seed "
+        "differences / sqrt(seeds), which also holds the probes' training noise; "
+        "*independent SE*: what two unpaired gFIDs would give.",
+        "",
+        "| VAE | better neighbour | gFID difference | per seed | paired SE | seed SE | "
+        "independent SE | same noise |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in pairs:
+        per = " / ".join(f"{d:.2f}" for d in p["difference_seeds"])
+        lines.append(
+            f"| {p['a']} | {p['b']} | {_fmt(p['difference'])} | {per} | "
+            f"{_fmt(p['sampling_se'])} | {_fmt(p['seed_se'])} | {_fmt(p['independent_se'])} | "
+            f"{'yes' if p['common_noise'] else 'no'} |"
+        )
+    return lines
 
 
 def render_markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
@@ -94,6 +138,7 @@ def render_markdown(result: dict[str, Any], analysis: dict[str, Any]) -> str:
                 f"| {labels[key]} | {target} | {_fmt(p['value'])} [{_fmt(p['low'])}, "
                 f"{_fmt(p['high'])}] | {_fmt(s['value'])} [{_fmt(s['low'])}, {_fmt(s['high'])}] |"
             )
+    lines += _pairs_markdown(analysis.get("gfid_pairs") or [])
     lines += _comparison_markdown(analysis.get("comparison") or {})
     lines += _ablation_markdown(analysis.get("ablation") or {}, "all VAEs")
     for group, g in (analysis.get("groups") or {}).items():

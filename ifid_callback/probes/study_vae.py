@@ -1,8 +1,12 @@
 """One VAE of a study: load it, encode the images to memory-mapped latents, then rFID, iFID and
-PSNR, the iFID ablations, its probes (one per seed) and the split-half FIDs; each a cached stage."""
+PSNR, the iFID ablations, its probes (one per seed) and the split-half FIDs; each a cached stage.
+
+The stages of probe seed ``i >= 1`` go to ``stages_s<i>.json`` (seed 0's, and the VAE's own, to
+``stages.json``), so that a sharded study can run a VAE's probe seeds side by side."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ from torch.utils.data import Dataset
 
 from .ablation import ifid_ablation
 from .fid import fid_from_features
+from .gfid_error import seed_fields
 from .probe_seed import run_probe_seed
 from .stages import Stages, finish_array, load_array, open_memmap
 from .study_config import StudyConfig, feature_key
@@ -47,8 +52,13 @@ def run_vae(
     out: Path,
     events: Path,
     progress: bool,
-) -> dict[str, Any]:
-    """The study's row for one VAE (its metrics, probes' gFIDs, IRS, ablations, split halves)."""
+    probes: Sequence[int] | None = None,
+) -> dict[str, Any] | None:
+    """The study's row for one VAE (its metrics, probes' gFIDs, IRS, ablations, split halves).
+
+    ``probes``: run only these probe seeds (indices; ``[]``: none, only the VAE's own stages)
+    and return None: one job of a sharded study (:mod:`~ifid_callback.probes.shard`).
+    """
     from tqdm.auto import tqdm
 
     from ..functional.interpolation import interpolate
@@ -182,12 +192,21 @@ def run_vae(
         )
 
     # --- probes: one per seed; stage names and directories of seed index 0 keep the plain names
+    def seed_stages(index: int) -> Stages:
+        if index == 0:
+            return stages
+        return Stages(vae_dir / f"stages_s{index}.json", events, fallback=stages.path)
+
+    chosen = range(config.seeds_of(name)) if probes is None else probes
     seeds_out = [
         run_probe_seed(
-            config, index, vae_dir, real_dir, stages, data_key, decode, feature, progress
+            config, index, vae_dir, real_dir, seed_stages(index), data_key, decode, feature,
+            progress,
         )
-        for index in range(config.seeds_of(name))
+        for index in chosen
     ]
+    if probes is not None:
+        return None
     first = seeds_out[0]
     sample_key = first["sample_key"]
 
@@ -241,6 +260,7 @@ def run_vae(
         "gfid_seeds": [s["gfid"] for s in seeds_out],
         "gfid_heldout": float(np.mean([s["gfid_heldout"] for s in seeds_out])),
         "gfid_heldout_seeds": [s["gfid_heldout"] for s in seeds_out],
+        **seed_fields(seeds_out),  # sampling standard errors and the spread over probe seeds
         "gfid_t": {t: float(np.mean([s["gfid_t"][t] for s in seeds_out])) for t in ts},
         "gfid_t_seeds": {t: [s["gfid_t"][t] for s in seeds_out] for t in ts},
         "irs": first["irs"],
