@@ -7,6 +7,10 @@
     ifid-probe study --dataset digits --out runs/digits
     ifid-probe pair-check --seeds 0 1 2 3 4 --out runs/pair-check --report docs/results/digits/pair
     ifid-probe report --study runs/study --out docs/results
+
+``run``, ``study`` and ``pair-check`` split their jobs over the ranks of ``torchrun
+--nproc_per_node N`` and over the tasks of a SLURM array (``--shard slurm`` or ``--shard i/n``);
+see :mod:`ifid_callback.probes.shard`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _add_shard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="do shard I of N of the jobs (from 0), or 'slurm': this task of the SLURM job "
+        "array; under torchrun every rank is a shard too. Shards share --out; the one that "
+        "finishes last writes the report",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--sampler", default="euler", choices=("euler", "heun", "sde"))
     run.add_argument("--sampling-steps", type=int, default=50)
-    run.add_argument("--device", default="cpu")
+    run.add_argument(
+        "--device", default="cpu", help="'cpu', 'cuda' (under torchrun: cuda:LOCAL_RANK), ..."
+    )
     run.add_argument("--batch-size", type=int, default=64)
     run.add_argument("--sample-batch-size", type=int, default=256)
     run.add_argument("--num-workers", type=int, default=0)
@@ -150,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also cache the real images' features here, shared by studies on the same images "
         "and feature network ('default': $IFID_STATS_CACHE or ~/.cache/ifid_callback/stats)",
     )
+    _add_shard(run)
 
     st = sub.add_parser(
         "study",
@@ -173,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--sampling-steps", type=_positive_int, default=None)
     st.add_argument("--seed", type=int, default=None)
     st.add_argument("--no-progress", action="store_true")
+    _add_shard(st)
 
     pc = sub.add_parser(
         "pair-check",
@@ -185,8 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument(
         "--pairs", default=None, help="comma-separated pair names (default: candidates + control)"
     )
-    pc.add_argument("--workers", type=_positive_int, default=2, help="processes")
+    pc.add_argument(
+        "--workers", type=_positive_int, default=2, help="processes (one shard: see --shard)"
+    )
     pc.add_argument("--smoke", action="store_true", help="tiny settings; numbers mean nothing")
+    _add_shard(pc)
 
     rep = sub.add_parser("report", help="rebuild the report of a finished (or partial) study")
     rep.add_argument("--study", required=True, help="the study directory")
@@ -225,7 +247,16 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard_done(result: object, shard: object) -> bool:
+    """Print the line of a shard that finished before the others; True when it did."""
+    if result is None:
+        print(f"shard {shard}: its jobs are done; the shard that finishes last writes the report")
+        return True
+    return False
+
+
 def _run(args: argparse.Namespace) -> int:
+    from .shard import resolve_shard, use_device
     from .study import StudyConfig, run_study
 
     vaes = list(args.vae)
@@ -244,6 +275,7 @@ def _run(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"--probe-overrides is not JSON: {exc}", file=sys.stderr)
         return 2
+    shard = resolve_shard(args.shard)
     config = StudyConfig(
         vaes=vaes,
         out_dir=args.out,
@@ -272,14 +304,17 @@ def _run(args: argparse.Namespace) -> int:
         probe_seeds=args.probe_seeds,
         sampler=args.sampler,
         sampling_steps=args.sampling_steps,
-        device=args.device,
+        device=use_device(args.device, shard),
         batch_size=args.batch_size,
         sample_batch_size=args.sample_batch_size,
         num_workers=args.num_workers,
         seed=args.seed,
     )
     cache = True if args.stats_cache == "default" else args.stats_cache
-    result = run_study(config, progress=not args.no_progress, stats_cache=cache)
+    result = run_study(config, progress=not args.no_progress, stats_cache=cache, shard=shard)
+    if _shard_done(result, shard):
+        return 0
+    assert result is not None
     if result["report"]:
         print(Path(result["report"]["markdown"]).read_text())
     return 0
@@ -287,6 +322,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     from .digits_study import DigitsStudySettings, run_digits_study
+    from .shard import resolve_shard
 
     settings = DigitsStudySettings.smoke(args.out) if args.smoke else DigitsStudySettings(args.out)
     if args.probe_overrides is not None:
@@ -309,7 +345,11 @@ def _study(args: argparse.Namespace) -> int:
             setattr(settings, name, value)
     # --time-shift's default (None) is also the study's: uniform t.
     settings.time_shift = args.time_shift
-    result = run_digits_study(settings, progress=not args.no_progress)
+    shard = resolve_shard(args.shard)
+    result = run_digits_study(settings, progress=not args.no_progress, shard=shard)
+    if _shard_done(result, shard):
+        return 0
+    assert result is not None
     print(Path(result["report"]["markdown"]).read_text())
     return 0
 
@@ -317,6 +357,7 @@ def _study(args: argparse.Namespace) -> int:
 def _pair_check(args: argparse.Namespace) -> int:
     from .digits_study import DigitsStudySettings
     from .pair import CANDIDATES, CONTROL, PAIRS, check_pairs, format_check, write_check
+    from .shard import resolve_shard
 
     settings = DigitsStudySettings.smoke(args.out) if args.smoke else DigitsStudySettings(args.out)
     pairs = (*CANDIDATES, CONTROL)
@@ -326,7 +367,11 @@ def _pair_check(args: argparse.Namespace) -> int:
         if unknown:
             print(f"unknown pairs {unknown}; known: {sorted(PAIRS)}", file=sys.stderr)
             return 2
-    check = check_pairs(args.seeds, settings, pairs=pairs, workers=args.workers)
+    shard = resolve_shard(args.shard)
+    check = check_pairs(args.seeds, settings, pairs=pairs, workers=args.workers, shard=shard)
+    if _shard_done(check, shard):
+        return 0
+    assert check is not None
     write_check(check, args.report or args.out)
     print(format_check(check))
     return 0

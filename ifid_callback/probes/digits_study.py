@@ -19,8 +19,8 @@ FIDs use the digit classifier's penultimate layer (``feature="digits"``), not In
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .stages import write_json
 from .zoo import ZooMember
 
 __all__ = [
@@ -254,6 +255,63 @@ def wrap_digits_control(
     return write_wrapped_checkpoint(base, Path(zoo_dir) / f"{name}.ckpt", spec), spec
 
 
+def _trained_members(settings: DigitsStudySettings) -> list[ZooMember]:
+    fams = settings.families.upper()
+    trained: list[ZooMember] = [DIGITS_FAMILY_A[0]]  # the autoencoder: base of B, c4 of C
+    if "A" in fams:
+        trained += list(DIGITS_FAMILY_A[1:])
+    if "C" in fams:
+        trained += list(DIGITS_FAMILY_C)
+    return trained
+
+
+def digits_zoo_plan(settings: DigitsStudySettings) -> dict[str, Any]:
+    """The zoo's checkpoints before any is trained: ``{"specs", "names", "groups"}``."""
+    zoo_dir = Path(settings.out) / "zoo"
+    fams = settings.families.upper()
+    names = [m.name for m in _trained_members(settings)]
+    if "B" in fams:
+        names += [name for name, _ in DIGITS_FAMILY_B]
+    groups: dict[str, list[str]] = {}
+    if "A" in fams:
+        groups["A"] = [m.name for m in DIGITS_FAMILY_A]
+    if "B" in fams:
+        groups["B"] = ["ae", *(name for name, _ in DIGITS_FAMILY_B)]
+    if "A" in groups and "B" in groups:
+        groups["A+B"] = list(dict.fromkeys(groups["A"] + groups["B"]))
+    if "C" in fams:
+        groups["C"] = ["ae-c1", "ae-c2", "ae", "ae-c8"]
+    specs = [str(zoo_dir / f"{n}.ckpt") for n in names]
+    return {"specs": specs, "names": names, "groups": groups}
+
+
+def digits_zoo_jobs(
+    settings: DigitsStudySettings, feature: Callable[[], nn.Module], progress: bool = True
+) -> tuple[list[Any], dict[str, tuple[str, ...]]]:
+    """Building the zoo as jobs (:mod:`~ifid_callback.probes.shard`): ``train/<name>`` per
+    trained member, ``wrap/<name>`` per positive-control member (needs ``train/ae``); and per
+    VAE name, the job that makes its checkpoint. ``feature()`` gives the digit classifier."""
+    from .shard import Job
+
+    zoo_dir = Path(settings.out) / "zoo"
+    recipe = {k: v for k, v in dataclasses.asdict(settings).items() if k.startswith("vae_")}
+    recipe.update(base_channels=settings.base_channels, seed=settings.seed)
+
+    def train(member: ZooMember) -> Callable[[], Any]:
+        return lambda: train_digits_vae(
+            member, settings, zoo_dir, feature(), settings.seed, progress
+        )
+
+    def wrap(name: str) -> Callable[[], Any]:
+        return lambda: wrap_digits_control(name, zoo_dir / "ae.ckpt", zoo_dir)
+
+    jobs = [Job(f"train/{m.name}", train(m), key=recipe) for m in _trained_members(settings)]
+    if "B" in settings.families.upper():
+        jobs += [Job(f"wrap/{n}", wrap(n), ("train/ae",)) for n, _ in DIGITS_FAMILY_B]
+    needs = {job.name.partition("/")[2]: (job.name,) for job in jobs}
+    return jobs, needs
+
+
 def build_digits_zoo(
     settings: DigitsStudySettings, feature: nn.Module | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -269,36 +327,18 @@ def build_digits_zoo(
     zoo_dir.mkdir(parents=True, exist_ok=True)
     images = EmbeddedDigits("train").as_tensor()
     teacher_features = feature if feature is not None else digit_features()
-    fams = settings.families.upper()
-    trained: list[ZooMember] = [DIGITS_FAMILY_A[0]]  # the autoencoder: base of B, c4 of C
-    if "A" in fams:
-        trained += list(DIGITS_FAMILY_A[1:])
-    if "C" in fams:
-        trained += list(DIGITS_FAMILY_C)
-    specs, names, members = [], [], {}
-    for m in trained:
-        path = train_digits_vae(m, settings, zoo_dir, teacher_features, settings.seed, progress)
-        specs.append(str(path))
-        names.append(m.name)
+    plan = digits_zoo_plan(settings)
+    members: dict[str, Any] = {}
+    for m in _trained_members(settings):
+        train_digits_vae(m, settings, zoo_dir, teacher_features, settings.seed, progress)
         members[m.name] = m.to_dict()
-    groups: dict[str, list[str]] = {}
-    if "A" in fams:
-        groups["A"] = [m.name for m in DIGITS_FAMILY_A]
-    if "B" in fams:
-        b_names = ["ae"]
+    if "B" in plan["groups"]:
         for name, _ in DIGITS_FAMILY_B:
-            path, full = wrap_digits_control(name, zoo_dir / "ae.ckpt", zoo_dir, images)
-            specs.append(str(path))
-            names.append(name)
+            _, full = wrap_digits_control(name, zoo_dir / "ae.ckpt", zoo_dir, images)
             members[name] = {"base": "ae", "latent_map": full}
-            b_names.append(name)
-        groups["B"] = b_names
-    if "A" in groups and "B" in groups:
-        groups["A+B"] = list(dict.fromkeys(groups["A"] + groups["B"]))
-    if "C" in fams:
-        groups["C"] = ["ae-c1", "ae-c2", "ae", "ae-c8"]
+    specs, names, groups = plan["specs"], plan["names"], plan["groups"]
     listing = {"names": names, "checkpoints": [Path(s).name for s in specs], "members": members}
-    (zoo_dir / "zoo.json").write_text(json.dumps({**listing, "groups": groups}, indent=2))
+    write_json(zoo_dir / "zoo.json", {**listing, "groups": groups})
     return {"specs": specs, "names": names, "groups": groups, "members": members}
 
 
@@ -343,11 +383,17 @@ def run_digits_study(
     feature: nn.Module | None = None,
     progress: bool = True,
     log: Any = print,
-) -> dict[str, Any]:
+    shard: Any = None,
+    board: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Build the zoo, run (or resume) the study and write ``<out>/report``.
 
     ``feature`` replaces the digit classifier (tests); the report records the classifier's
-    accuracy and FID floors under ``feature_network``.
+    accuracy and FID floors under ``feature_network``. ``shard`` (a
+    :class:`~ifid_callback.probes.shard.Shard`; default from torchrun's environment, else one
+    shard) and ``board`` split the VAEs' training, the VAEs and their probes over processes as
+    :func:`~ifid_callback.probes.study.run_study` does; a shard that finishes while others still
+    work returns None.
     """
     from .digit_features import digit_features
     from .study import run_study
@@ -357,21 +403,29 @@ def run_digits_study(
     feat = feature if feature is not None else digit_features()
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "digits_settings.json").write_text(
-        json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True)
-    )
-    zoo = build_digits_zoo(settings, feat, progress=progress)
-    if log:
-        log(f"zoo: {len(zoo['names'])} VAEs ready [{time.time() - started:.0f}s]")
-    config = digits_study_config(settings, zoo)
-    result = run_study(config, feature=feat, progress=progress, report=False, log=log)
-    result["feature_network"] = dict(getattr(feat, "info", {}) or {})
-    result["digits_settings"] = dataclasses.asdict(settings)
-    result["zoo"] = zoo["members"]
-    from .report import write_report
-    from .stages import write_json
+    write_json(out / "digits_settings.json", dataclasses.asdict(settings))
+    zoo_jobs, needs = digits_zoo_jobs(settings, lambda: feat, progress)
+    config = digits_study_config(settings, digits_zoo_plan(settings))
 
-    write_json(out / "results_raw.json", result)
-    result["report"] = {k: str(v) for k, v in write_report(result, out / "report").items()}
-    result["seconds"] = time.time() - started
+    def extend(result: dict[str, Any]) -> None:
+        zoo = build_digits_zoo(settings, feat, progress=progress)  # every member is done
+        if log:
+            log(f"zoo: {len(zoo['names'])} VAEs ready [{time.time() - started:.0f}s]")
+        result["feature_network"] = dict(getattr(feat, "info", {}) or {})
+        result["digits_settings"] = dataclasses.asdict(settings)
+        result["zoo"] = zoo["members"]
+
+    result = run_study(
+        config,
+        feature=feat,
+        progress=progress,
+        log=log,
+        shard=shard,
+        prior_jobs=zoo_jobs,
+        needs=needs,
+        board=board,
+        extend=extend,
+    )
+    if result is not None:
+        result["seconds"] = time.time() - started
     return result

@@ -235,6 +235,41 @@ def _run_jobs(
     return results
 
 
+def _sharded(
+    jobs: Sequence[tuple[str, int]],
+    settings: DigitsStudySettings,
+    feature: nn.Module,
+    shard: Any,
+    board: dict[str, Any],
+    log: Callable[[str], Any] | None,
+) -> list[dict[str, Any]] | None:
+    """``_run_jobs`` split over shards: ``train/<base>/<seed>`` jobs, then ``measure/<name>/
+    <seed>`` (each needs its base's training); the measurements, read back from their caches,
+    once every job is done."""
+    from .shard import Job, JobBoard, config_digest, run_jobs
+
+    def train(name: str, seed: int) -> Callable[[], Any]:
+        return lambda: _vae_path(name, seed, settings, feature)
+
+    def measure(name: str, seed: int) -> Callable[[], Any]:
+        return lambda: measure_member(name, seed, settings, feature)
+
+    bases = list(dict.fromkeys((_base_of(n), s) for n, s in jobs))
+    board_jobs = [Job(f"train/{n}/{s}", train(n, s)) for n, s in bases]
+    board_jobs += [
+        Job(f"measure/{n}/{s}", measure(n, s), (f"train/{_base_of(n)}/{s}",)) for n, s in jobs
+    ]
+    key = [_recipe_key(settings), (getattr(feature, "info", {}) or {}).get("key")]
+    folder = Path(settings.out) / "jobs" / config_digest(key, [j.name for j in board_jobs])
+    done, measured = run_jobs(
+        board_jobs,
+        JobBoard(folder, shard, **board),
+        finish=lambda: [measure_member(n, s, settings, feature) for n, s in jobs],
+        log=log,
+    )
+    return measured if done else None
+
+
 def _report(result: dict[str, Any], log: Callable[[str], Any] | None) -> None:
     if log is not None:
         log(
@@ -334,8 +369,15 @@ def check_pairs(
     feature: nn.Module | None = None,
     workers: int = 2,
     log: Callable[[str], Any] | None = print,
-) -> dict[str, Any]:
+    shard: Any = None,
+    board: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """Run every pair at every seed and apply the criterion (``docs/results/digits/pair``).
+
+    ``shard`` (a :class:`~ifid_callback.probes.shard.Shard` of more than one) splits the VAEs'
+    training and the measurements over processes instead of ``workers``
+    (:mod:`~ifid_callback.probes.shard`, ``board`` its options); a shard that finishes while
+    others still work returns None.
 
     Returns ``{"seeds", "recipe", "feature_network", "pairs": {pair: {"vaes", "runs",
     "holds"}}, "shown": the first candidate that holds, else the control}``.
@@ -343,7 +385,13 @@ def check_pairs(
     feature = _default_feature(feature)
     names = list(dict.fromkeys(n for p in pairs for n in PAIRS[p]))
     jobs = [(n, s) for s in seeds for n in names]
-    measured = dict(zip(jobs, _run_jobs(jobs, settings, feature, workers, log)))
+    if shard is not None and shard.count > 1:
+        measured_list = _sharded(jobs, settings, feature, shard, board or {}, log)
+        if measured_list is None:
+            return None
+    else:
+        measured_list = _run_jobs(jobs, settings, feature, workers, log)
+    measured = dict(zip(jobs, measured_list))
     out: dict[str, Any] = {
         "seeds": list(seeds),
         "recipe": _recipe_key(settings),

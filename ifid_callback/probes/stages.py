@@ -1,6 +1,9 @@
 """The on-disk cache of a study: each stage's result under the settings it depends on
 (``stages.json``), one line per computed stage in ``events.jsonl``, JSON written atomically, and
-float32 arrays written to and read from memory-mapped ``.npy`` files."""
+float32 arrays written to and read from memory-mapped ``.npy`` files.
+
+One process writes a ``stages.json`` at a time (the study gives jobs that may run side by side,
+such as two probe seeds of a VAE, files of their own); several may append to ``events.jsonl``."""
 
 from __future__ import annotations
 
@@ -23,21 +26,29 @@ def _now() -> str:
 
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of this process's own: two shards writing the same file never share a temp file.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
 
 
 class Stages:
-    """The ``stages.json`` of one VAE (or of the shared real-image stage)."""
+    """The ``stages.json`` of one VAE (or of the shared real-image stage).
 
-    def __init__(self, path: Path, events: Path) -> None:
+    ``fallback``: an older file that may hold some of these stages (read, never written), so a
+    study whose stages moved to a file of their own still finds what it computed before.
+    """
+
+    def __init__(self, path: Path, events: Path, fallback: Path | None = None) -> None:
         self.path = path
         self.events = events
         self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+        self.older: dict[str, Any] = (
+            json.loads(fallback.read_text()) if fallback is not None and fallback.is_file() else {}
+        )
 
     def get(self, stage: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        entry = self.data.get(stage)
+        entry = self.data.get(stage, self.older.get(stage))
         if entry is not None and entry.get("key") == key:
             return entry["result"]
         return None

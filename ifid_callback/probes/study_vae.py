@@ -1,8 +1,12 @@
 """One VAE of a study: load it, encode the images to memory-mapped latents, then rFID, iFID and
-PSNR, the iFID ablations, its probes (one per seed) and the split-half FIDs; each a cached stage."""
+PSNR, the iFID ablations, its probes (one per seed) and the split-half FIDs; each a cached stage.
+
+The stages of probe seed ``i >= 1`` go to ``stages_s<i>.json`` (seed 0's, and the VAE's own, to
+``stages.json``), so that a sharded study can run a VAE's probe seeds side by side."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +52,13 @@ def run_vae(
     out: Path,
     events: Path,
     progress: bool,
-) -> dict[str, Any]:
-    """The study's row for one VAE (its metrics, probes' gFIDs, IRS, ablations, split halves)."""
+    probes: Sequence[int] | None = None,
+) -> dict[str, Any] | None:
+    """The study's row for one VAE (its metrics, probes' gFIDs, IRS, ablations, split halves).
+
+    ``probes``: run only these probe seeds (indices; ``[]``: none, only the VAE's own stages)
+    and return None: one job of a sharded study (:mod:`~ifid_callback.probes.shard`).
+    """
     from tqdm.auto import tqdm
 
     from ..functional.interpolation import interpolate
@@ -183,12 +192,28 @@ def run_vae(
         )
 
     # --- probes: one per seed; stage names and directories of seed index 0 keep the plain names
+    def seed_stages(index: int) -> Stages:
+        if index == 0:
+            return stages
+        return Stages(vae_dir / f"stages_s{index}.json", events, fallback=stages.path)
+
+    chosen = range(config.seeds_of(name)) if probes is None else probes
     seeds_out = [
         run_probe_seed(
-            config, index, vae_dir, real_dir, stages, data_key, decode, feature, progress
+            config,
+            index,
+            vae_dir,
+            real_dir,
+            seed_stages(index),
+            data_key,
+            decode,
+            feature,
+            progress,
         )
-        for index in range(config.seeds_of(name))
+        for index in chosen
     ]
+    if probes is not None:
+        return None
     first = seeds_out[0]
     sample_key = first["sample_key"]
 
