@@ -16,8 +16,9 @@ gets its own standard error ``sqrt(sum IF^2) / n``
 (:func:`~ifid_callback.functional.uncertainty.influence_standard_error`).
 
 ``std_error`` treats the reference as fixed: every VAE of a study is scored against the same
-reference images, so their draw moves every gFID together and cancels from comparisons.
-``std_error_reference`` is that shared term, for a gFID quoted on its own
+reference images, so a study's comparisons are conditional on that one draw, which moves every
+gFID in the same direction (to first order by the same amount for VAEs that generate alike).
+``std_error_reference`` is the reference's own term, for a gFID quoted on its own
 (``sqrt(std_error^2 + std_error_reference^2)``). Computed in feature space, ``O(n d^2 + d^3)``,
 so 50K Inception samples cost a few ``2048 x 2048`` eigendecompositions.
 """

@@ -81,8 +81,9 @@ def _pairs_markdown(pairs: list[dict[str, Any]]) -> list[str]:
         "",
         "Each VAE against the one just better in gFID. gFID SE (table above) is the sampling "
         "standard error of the seed mean: the influence-function standard error over the "
-        "generated samples, the reference images held fixed (every VAE uses the same reference, "
-        "whose draw moves all gFIDs together). Probe seed s of every VAE uses the same "
+        "generated samples, the reference images held fixed: every VAE is scored against the "
+        "same reference, so comparisons are conditional on it (its own term, shared by all VAEs, "
+        "is `gfid_se_reference` in results.json). Probe seed s of every VAE uses the same "
         "initialisation, batch order, noise, times and sampling noise (common random numbers), "
         "so the difference at each seed is paired sample by sample. *paired SE*: sampling "
         "standard error of the mean difference from those pairs; *seed SE*: std of the per-seed "
