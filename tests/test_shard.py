@@ -186,14 +186,14 @@ def _study_rank(rank: int, world: int, zoo: list[Path], out: Path):
     return _study(_config(zoo, out)) is not None
 
 
-def _files(out: Path) -> dict[str, bytes]:
-    """Every result file of a study (not timings: stages.json, events, job markers), with the
-    study's own path written as <out>."""
+def _files(out: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every result file of a study (not those with timings: stages.json, events, job markers,
+    probe checkpoints, and ``skip``), with the study's own path written as <out>."""
     found = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out).as_posix()
-        skip = rel.startswith(("jobs/", "events")) or path.name.startswith("stages")
-        if path.is_file() and not skip and "/probe" not in f"/{rel}":
+        timed = rel.startswith(("jobs/", "events", *skip)) or path.name.startswith("stages")
+        if path.is_file() and not timed and "/probe" not in f"/{rel}":
             found[rel] = path.read_bytes().replace(str(out).encode(), b"<out>")
     return found
 

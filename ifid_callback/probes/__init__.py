@@ -4,9 +4,10 @@ One module per job. The probe: ``sit`` (the model), ``probe_config``, ``flow_mat
 ``batch_order``, ``checkpoints`` and ``train`` (its training), ``trained_probe`` and ``sampling``.
 Measuring: ``fid`` (FID from features), ``gfid``, ``gfid_error`` (gFID's standard error and
 paired differences), ``irs``, ``digit_features``. The study: ``study_config``, ``stages`` (its
-cache on disk), ``study_data``, ``real_stage``, ``study_vae``, ``ablation``, ``probe_seed`` and
-``study`` (which runs them); its report: ``stats``, ``analysis``, ``gfid_pairs``,
-``report_markdown``, ``report_plots`` and ``report``. VAE zoos and the digits study: ``zoo``,
+cache on disk), ``study_data``, ``real_stage``, ``study_vae``, ``ablation``, ``probe_seed``,
+``study`` (which runs them) and ``shard`` (which splits its jobs over torchrun's ranks and a
+SLURM array's tasks); its report: ``stats``, ``analysis``, ``gfid_pairs``, ``report_markdown``,
+``report_plots`` and ``report``. VAE zoos and the digits study: ``zoo``,
 ``invertible``, ``digits_study``, ``pair`` (the pair check). The command line: ``cli``.
 
 Names are imported lazily, so ``import ifid_callback.probes`` stays cheap. No submodule is named
