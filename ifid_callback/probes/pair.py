@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -248,17 +249,15 @@ def _sharded(
     once every job is done."""
     from .shard import Job, JobBoard, config_digest, run_jobs
 
-    def train(name: str, seed: int) -> Callable[[], Any]:
-        return lambda: _vae_path(name, seed, settings, feature)
-
-    def measure(name: str, seed: int) -> Callable[[], Any]:
-        return lambda: measure_member(name, seed, settings, feature)
-
     bases = list(dict.fromkeys((_base_of(n), s) for n, s in jobs))
-    board_jobs = [Job(f"train/{n}/{s}", train(n, s)) for n, s in bases]
-    board_jobs += [
-        Job(f"measure/{n}/{s}", measure(n, s), (f"train/{_base_of(n)}/{s}",)) for n, s in jobs
+    board_jobs = [
+        Job(f"train/{n}/{s}", partial(_vae_path, n, s, settings, feature)) for n, s in bases
     ]
+    board_jobs += [
+        Job(f"measure/{n}/{s}", partial(measure_member, n, s, settings, feature),
+            (f"train/{_base_of(n)}/{s}",))
+        for n, s in jobs
+    ]  # fmt: skip
     key = [_recipe_key(settings), (getattr(feature, "info", {}) or {}).get("key")]
     folder = Path(settings.out) / "jobs" / config_digest(key, [j.name for j in board_jobs])
     done, measured = run_jobs(
