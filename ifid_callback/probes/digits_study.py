@@ -2,7 +2,8 @@
 
 ``ifid-probe study --dataset digits --out runs/digits`` trains (or finds) everything below,
 runs the gFID study on it and writes the report; every stage is cached, so an interrupted run
-resumes. The zoo, all on 8x8 digits:
+resumes, and the VAEs' training, the VAEs and their probes split over torchrun's ranks or
+``--shard`` (:mod:`ifid_callback.probes.shard`). The zoo, all on 8x8 digits:
 
 * **A, natural family** (4x4x4 latents): an autoencoder; KL weights 1e-4 / 1e-3 / 1e-2; KL 1e-3
   with relative latent-noise augmentation; KL 1e-3 plus a VA-VAE-style alignment of the latent to
