@@ -113,6 +113,9 @@ def test_stale_and_orphaned_claims_are_taken_over(tmp_path):
     # A live process of another shard on this host: not taken.
     claim.write_text(json.dumps({"host": board._me["host"], "pid": os.getppid(), "shard": "1/2"}))
     assert not board.claim("x")
+    # Caught while its owner writes it: only its age can tell, and it is fresh.
+    claim.write_text("")
+    assert not board.claim("x")
     # Not refreshed for longer than stale_after: taken.
     old = time.time() - 60
     os.utime(claim, (old, old))

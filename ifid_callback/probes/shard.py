@@ -224,9 +224,13 @@ class JobBoard:
     def _stale(self, path: Path) -> bool:
         try:
             age = time.time() - path.stat().st_mtime
-            owner = json.loads(path.read_text() or "{}")
-        except (FileNotFoundError, json.JSONDecodeError):
-            return True  # gone, or caught half-written: look again
+            text = path.read_text()
+        except FileNotFoundError:
+            return True  # gone: try to take it again
+        try:
+            owner = json.loads(text)
+        except json.JSONDecodeError:
+            owner = {}  # caught while its owner writes it: only its age can tell
         if age > self.stale_after:
             return True
         if owner.get("shard") == self._me["shard"] and owner.get("pid") != self._me["pid"]:
@@ -316,6 +320,7 @@ def run_jobs(
             return
         for dep in job.needs:
             ensure(by_name[dep])
+        waiting = False
         while not board.done(job.name):
             if board.claim(job.name):
                 try:
@@ -323,10 +328,16 @@ def run_jobs(
                         return
                     started = time.time()
                     job.run()
-                    board.mark_done(job.name, {"seconds": round(time.time() - started, 3)})
+                    seconds = time.time() - started
+                    board.mark_done(job.name, {"seconds": round(seconds, 3)})
+                    if board.shard.count > 1:  # one process alone has its progress bars
+                        say(f"shard {board.shard}: {job.name} done [{seconds:.0f}s]")
                 finally:
                     board.release(job.name)
                 return
+            if not waiting:
+                say(f"shard {board.shard}: waiting for {job.name}, which another process is on")
+                waiting = True
             time.sleep(board.poll)
 
     try:
