@@ -240,3 +240,17 @@ def test_sharded_study_equals_the_single_run_and_repeats_nothing(zoo, tmp_path):
     assert _study(_config(zoo, shards), Shard(0, 2)) is not None
     assert _events(shards) == events
     assert _files(shards) == expected
+
+
+def test_probe_seed_stages_written_before_the_split_are_still_found(tmp_path):
+    from ifid_callback.probes.stages import Stages
+
+    events = tmp_path / "events.jsonl"
+    shared = Stages(tmp_path / "stages.json", events)
+    shared.put("probe@s1", {"k": 1}, {"steps": 6}, 1.0)  # where seed 1's stages used to go
+    own = Stages(tmp_path / "stages_s1.json", events, fallback=tmp_path / "stages.json")
+    assert own.get("probe@s1", {"k": 1}) == {"steps": 6}
+    assert own.get("probe@s1", {"k": 2}) is None
+    own.put("gfid@s1", {"k": 1}, {"gfid": 3.0}, 1.0)
+    assert json.loads((tmp_path / "stages.json").read_text()).keys() == {"probe@s1"}
+    assert json.loads((tmp_path / "stages_s1.json").read_text()).keys() == {"gfid@s1"}
