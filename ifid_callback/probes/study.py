@@ -183,9 +183,11 @@ def _merge(
         assert row is not None
         rows.append(row)
         ts = " ".join(f"{t}:{v:.1f}" for t, v in row["gfid_t"].items())
+        spread = row.get("gfid_seed_std")
+        noise = f" ± {row['gfid_se']:.2f}" + ("" if spread is None else f" (seed sd {spread:.2f})")
         say(
             f"{name}: rFID {row['rfid']:.2f} iFID {row['ifid']:.2f} PSNR {row['psnr']:.2f} "
-            f"gFID {row['gfid']:.2f} gFID(t) {ts} IRS {row['irs']['irs']:.3f} "
+            f"gFID {row['gfid']:.2f}{noise} gFID(t) {ts} IRS {row['irs']['irs']:.3f} "
             f"[{time.time() - started:.0f}s]"
         )
     return {"config": config.to_dict(), "real": real, "vaes": rows, "report": None}
