@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train", type=int, default=None)
     run.add_argument("--num-eval", type=int, default=1000)
     run.add_argument("--num-reference", type=int, default=2000)
-    run.add_argument("--num-samples", type=int, default=1000)
+    run.add_argument("--num-samples", type=int, default=50000)  # StudyConfig's default
     run.add_argument(
         "--t-grid",
         type=_floats,

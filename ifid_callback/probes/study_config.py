@@ -32,7 +32,15 @@ class StudyConfig:
         max_train: training images encoded for the probe (None: all).
         num_eval: held-out images (None: all).
         num_reference: training images whose features form the gFID reference and the IRS bank.
-        num_samples: probe samples per gFID.
+        num_samples: probe samples per gFID. The default, 50,000, is the smallest round count
+            where the sampling standard error is at most a third of the spread of gFID across
+            probe seeds (``docs/results/gfid_samples``, digits probes): the spread has a
+            probe-training part of about 1.3 gFID there, the standard error falls as
+            ``1/sqrt(n)`` (3.4 at 1,000 samples, 0.94 at 10,000, 0.67 at 20,000, 0.41 at
+            50,000), so the rule holds from about 43,000. Below that, sampling noise is a
+            sizeable part of the seed spread (at 1,000 nearly all of it). On a budget, 10,000 to
+            20,000 samples with more probe seeds buys a less noisy seed mean per CPU second.
+            Each gFID is reported with its standard error (``gfid_se``) and the seed spread.
         t_grid: noise levels of gFID(t), each in (0, 1) (t = 1 is gFID itself).
         feature: ``"inception"``, ``"inception-bf16"`` or ``"package.module:factory"``: one
             extractor for every FID of the study.
@@ -44,8 +52,9 @@ class StudyConfig:
             was made for 32x32x4 latents and gives a different, extrapolated schedule to each
             small latent shape.
         probe_seeds: probes trained per VAE, with seeds ``seed, seed + 1, ...`` (initialisation,
-            batch order, noise and sampling noise all differ); gFID and gFID(t) are reported
-            per seed and as the mean.
+            batch order, noise and sampling noise all differ between seeds, and are the same for
+            every VAE at one seed: common random numbers); gFID and gFID(t) are reported per
+            seed and as the mean, gFID with its standard error and spread over seeds.
         probe_by_vae: per VAE name, probe fields that replace ``probe``'s for that VAE (e.g.
             ``{"patch_size": 4}``, so that latents of different shapes give the same tokens).
         probe_seeds_by_vae: per VAE name, its number of probes (instead of ``probe_seeds``).
@@ -71,7 +80,7 @@ class StudyConfig:
     max_train: int | None = None
     num_eval: int | None = 1000
     num_reference: int = 2000
-    num_samples: int = 1000
+    num_samples: int = 50000  # see the docstring: chosen from docs/results/gfid_samples
     t_grid: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
     feature: str = "inception"
     interpolation: str = "slerp"
