@@ -98,7 +98,8 @@ def show_pair(found: dict) -> None:
         print(
             f"{p['a']} - {p['b']}: {p['difference']:+.3f}; per seed (paired SE) {per}; "
             f"paired SE of the mean {p['sampling_se']:.3f}, independent SE "
-            f"{p['independent_se']:.3f}, SE over seeds {p['seed_se']}"
+            f"{p['independent_se']:.3f}, SE over seeds "
+            f"{'-' if p['seed_se'] is None else format(p['seed_se'], '.3f')}"
         )
 
 
@@ -200,9 +201,14 @@ def rules(res: dict, between_sd: float, between_seeds: int) -> dict:
     probe_sq = (last["seed_sd"] or 0.0) ** 2 - se[last["n"]] ** 2
     corrected = math.sqrt(max(0.0, between_sd**2 - se[rows[0]["n"]] ** 2 / between_seeds))
     vae_rule = next((r["n"] for r in rows if se[r["n"]] <= corrected / 3), None)
+    probe = math.sqrt(probe_sq) if probe_sq > 0 else 0.0
+    # SE falls as 1/sqrt(n): the count where SE = seed sd / 3 with seed sd = sqrt(probe^2 + SE^2),
+    # i.e. SE = probe / sqrt(8).
+    needed = last["n"] * (se[last["n"]] * math.sqrt(8) / probe) ** 2 if probe > 0 else math.inf
     return {
         "seed_rule": seed_rule,
-        "probe_part": math.sqrt(probe_sq) if probe_sq > 0 else 0.0,
+        "seed_rule_extrapolated": needed,
+        "probe_part": probe,
         "between_vae_sd": between_sd,
         "between_vae_sd_corrected": corrected,
         "vae_rule": vae_rule,
@@ -233,7 +239,8 @@ def show(res: dict) -> None:
     print(
         f"seed-spread rule (smallest n with SE <= seed sd / 3 at that n): {r['seed_rule']}; "
         f"probe part of the seed spread at the largest count: "
-        f"sqrt(max(0, seed sd^2 - SE^2)) = {r['probe_part']:.3f}"
+        f"sqrt(max(0, seed sd^2 - SE^2)) = {r['probe_part']:.3f}; SE ~ 1/sqrt(n) meets the "
+        f"seed-spread rule (SE <= probe part / sqrt(8)) from n = {r['seed_rule_extrapolated']:.0f}"
     )
     print(
         f"VAE-spread rule: natural-family gFID sd {r['between_vae_sd']:.2f}, "
@@ -272,6 +279,12 @@ def main() -> None:
                 f"seed {e['seed']}: n={e['n']} gFID {e['gfid']:.3f} SE {e['se']:.3f}; two 20k "
                 f"blocks {e['gfid_20k_blocks'][0]:.2f} / {e['gfid_20k_blocks'][1]:.2f}; first "
                 f"samples equal the study's: {e['prefix_equals_study']}"
+            )
+        if len(extra) > 1:
+            values = [e["gfid"] for e in extra]
+            print(
+                f"n={args.extra_count} over {len(extra)} seeds: mean gFID {np.mean(values):.3f}, "
+                f"seed sd {np.std(values, ddof=1):.3f}, SE {np.mean([e['se'] for e in extra]):.3f}"
             )
     if args.pair:
         found = pair(out, args.pair, args.pair_seeds, args.max_samples)
