@@ -98,8 +98,8 @@ class DigitsStudySettings:
             and of the demo's pair check (their recorded recipe keys include it). At 1,000 the
             spread of gFID across probe seeds is mostly sampling noise (3.3 over six seeds, SE
             3.4). ``docs/results/gfid_samples`` measures the curve: StudyConfig's default is
-            50,000 (standard error 0.41); 10,000 to 20,000 (0.94 to 0.67) with more probe
-            seeds is the cheaper way to a steady seed mean.
+            50,000 (standard error 0.42); 20,000 (0.67) with more probe seeds is the cheaper
+            way to a steady seed mean.
         t_grid: gFID(t) noise levels.
         ablation: iFID settings of the ablations.
         families: which families to build ("A", "B", "C").
