@@ -26,8 +26,10 @@ def test_refresh_peak_within_bank_plus_index(kind, auto_refresh):
     if kind != "exact":
         pytest.importorskip("faiss")
     m = refresh_peak(120_000, 128, kind, auto_refresh)
-    # The bank is resident before and after; the refresh may add the index and 10% of the total.
-    budget = m["index"] + 0.10 * (m["bank"] + m["index"])
+    # The bank is resident before and after; the refresh may add the index, 10% of the total and
+    # per-row bookkeeping (the snapshot's int64 ids and insertion steps: 16 bytes a row, and as
+    # much again for the scale check's statistics and allocator slack), never a copy of the rows.
+    budget = m["index"] + 0.10 * (m["bank"] + m["index"]) + 32 * 120_000
     assert m["extra"] <= budget, m
     if kind != "exact":
         assert m["index"] < 0.4 * m["bank"]  # a compressed index, and no copy beside it
