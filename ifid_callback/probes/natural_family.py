@@ -131,7 +131,7 @@ class NaturalFamilySettings:
         default_factory=lambda: {"depth": 3, "hidden_size": 128, "num_heads": 4}
     )
     second_seed_fraction: float = 1.0 / 3.0
-    num_samples: int = 10_000
+    num_samples: int = 20_000
     sampling_steps: int = 25
     sampler: str = "euler"
     t_grid: list[float] = field(default_factory=lambda: [0.3, 0.6])
@@ -253,12 +253,38 @@ def _train_member_checkpoint(
     )
 
 
-def build_natural_family(settings: NaturalFamilySettings, progress: bool = True) -> dict[str, Any]:
+def _train_all(settings: NaturalFamilySettings, zoo_dir: Path, progress: bool, shard: Any) -> None:
+    """Train the members as jobs of :mod:`~ifid_callback.probes.shard`: this shard's first,
+    then every other one (waiting for those another process is training), so every shard
+    leaves with the whole family and the study after it sees the same members everywhere."""
+    from .shard import Job, JobBoard, config_digest, run_jobs
+
+    jobs = [
+        Job(
+            f"vae-{m.name}",
+            lambda m=m: _train_member(m, settings, zoo_dir, progress),
+            key=_member_key(m, settings),
+        )
+        for m in settings.members()
+    ]
+    folder = zoo_dir / "jobs" / config_digest([(j.name, j.key) for j in jobs])
+    run_jobs(jobs, JobBoard(folder, shard), wait_for_all=True)
+
+
+def build_natural_family(
+    settings: NaturalFamilySettings, progress: bool = True, shard: Any = None
+) -> dict[str, Any]:
     """Train (or find) every member; ``zoo/zoo.json`` lists them. Returns ``{"specs", "names",
     "groups": {shape: names, "natural": all}, "members": {name: recipe}, "dropped": {name:
-    reason}}``: a member whose training diverged is dropped (``DESIGN.md``: the only reason)."""
+    reason}}``: a member whose training diverged is dropped (``DESIGN.md``: the only reason).
+
+    ``shard`` (:class:`~ifid_callback.probes.shard.Shard`, default one process) splits the
+    training over processes that share ``settings.out``."""
+    from .shard import Shard
+
     zoo_dir = Path(settings.out) / "zoo"
     zoo_dir.mkdir(parents=True, exist_ok=True)
+    _train_all(settings, zoo_dir, progress, shard if shard is not None else Shard())
     specs, names, members, dropped = [], [], {}, {}
     groups: dict[str, list[str]] = {shape: [] for shape in settings.shapes}
     for member in settings.members():
@@ -363,19 +389,25 @@ def run_natural_family(
     feature: Any = None,
     progress: bool = True,
     log: Any = print,
-) -> dict[str, Any]:
+    shard: Any = None,
+) -> dict[str, Any] | None:
     """Build the family, run (or resume) the study, the companions, the control check and the
     pre-registered analysis; write ``<out>/report`` (the study's per-VAE report) and
     ``<out>/analysis`` (``results.json``, ``results.md``, ``vaes.csv``: what
     :func:`publish_natural_family` copies into ``docs/results/natural_family``).
 
     ``feature`` replaces the digit classifier (tests). Every stage is cached, so an interrupted
-    run resumes. Returns the study's result with ``"zoo"``, ``"dropped"``, ``"control"``,
-    ``"analysis"`` (None when the control failed) and ``"analysis_paths"``.
+    run resumes. ``shard`` (default: from torchrun's environment, else one process; ``--shard
+    i/n`` on the command line) splits the VAEs, probes and sampling over processes sharing
+    ``settings.out``; the last to finish writes the study, the companions, the control and the
+    analysis. Returns the study's result with ``"zoo"``, ``"dropped"``, ``"control"``,
+    ``"analysis"`` (None when the control failed) and ``"analysis_paths"``; None in a shard
+    that finished while others still work.
     """
     from .digit_features import digit_features
     from .natural_analysis import analyse_natural_family, natural_table, write_natural_report
     from .natural_companions import companion_predictors
+    from .shard import resolve_shard
     from .study import run_study
 
     feat = feature if feature is not None else digit_features()
@@ -385,10 +417,13 @@ def run_natural_family(
         json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True)
     )
     say = log or (lambda _msg: None)
-    zoo = build_natural_family(settings, progress=progress)
+    shard = shard if shard is not None else resolve_shard()
+    zoo = build_natural_family(settings, progress=progress, shard=shard)
     say(f"natural family: {len(zoo['names'])} VAEs ready, {len(zoo['dropped'])} dropped")
     config = natural_study_config(settings, zoo)
-    result = run_study(config, feature=feat, progress=progress, report=True, log=log)
+    result = run_study(config, feature=feat, progress=progress, report=True, log=log, shard=shard)
+    if result is None:
+        return None
     result["zoo"] = zoo["members"]
     result["dropped"] = zoo["dropped"]
     companions = {}
@@ -473,6 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--smoke", action="store_true", help="tiny settings (numbers meaningless)")
     run.add_argument("--publish", action="store_true", help="then copy the report into docs/")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--shard",
+        default=None,
+        help="i/n: this process's share of the jobs (processes share --out); 'slurm' for a "
+        "SLURM array task; torchrun ranks split it further",
+    )
     pub = sub.add_parser("publish", help="copy a finished run's report into docs/")
     pub.add_argument("--out", default="runs/natural")
     pub.add_argument("--dest", default=str(DOCS_DIR))
@@ -490,7 +531,14 @@ def _main(args: Any) -> int:
         settings = (
             NaturalFamilySettings.smoke(args.out) if args.smoke else NaturalFamilySettings(args.out)
         )
-        run_natural_family(settings, progress=not args.no_progress)
+        from .shard import resolve_shard
+
+        result = run_natural_family(
+            settings, progress=not args.no_progress, shard=resolve_shard(args.shard)
+        )
+        if result is None:
+            print("this shard is done; the last one to finish writes the report")
+            return 0
         print(f"report: {Path(args.out) / 'analysis' / 'results.md'}")
         if args.publish:
             for path in publish_natural_family(args.out):

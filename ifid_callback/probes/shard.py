@@ -305,9 +305,12 @@ def run_jobs(
     *,
     finish: Callable[[], Any] | None = None,
     log: Callable[[str], Any] | None = None,
+    wait_for_all: bool = False,
 ) -> tuple[bool, Any]:
     """Run this shard's jobs (and what they need that nobody has done), then, when every job is
-    done, ``finish()`` unless another process is finishing right now.
+    done, ``finish()`` unless another process is finishing right now. With ``wait_for_all`` a
+    shard then sees every other job done too (waiting for live claims, doing the rest), so
+    every process leaves with all the results (a stage the next one needs everywhere).
 
     Returns ``(finished, finish's result)``: ``finished`` is False when other shards' jobs are
     still to do (or another process is finishing), and the result is then None.
@@ -343,6 +346,9 @@ def run_jobs(
     try:
         for position, job in enumerate(jobs):
             if board.shard.owns(position):
+                ensure(job)
+        if wait_for_all:
+            for job in jobs:
                 ensure(job)
         left = [j.name for j in jobs if not board.done(j.name)]
         if left:
