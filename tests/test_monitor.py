@@ -203,7 +203,7 @@ def test_eval_set_from_a_dataset_is_seeded_and_checked():
     data = torch.utils.data.TensorDataset(smooth_images(40, 3, SIZE, seed=7))
     a = _monitor(vae, eval_images=data, num_eval_images=20, seed=3)
     b = _monitor(vae, eval_images=data, num_eval_images=20, seed=3)
-    assert torch.equal(a._eval_indices, b._eval_indices) and len(a._eval_indices) == 20
+    assert torch.equal(a.eval_set.indices, b.eval_set.indices) and len(a.eval_set.indices) == 20
     with pytest.raises(ValueError, match="holds only 40"):
         _monitor(vae, eval_images=data, num_eval_images=41)
     with pytest.raises(ValueError, match="rescale"):

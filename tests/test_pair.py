@@ -28,7 +28,10 @@ from ifid_callback.probes.pair import (
 pytest.importorskip("sklearn")
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("rfid", "rfid_std", "ifid", "ifid_std", "psnr", "gfid", "gfid_heldout")
+FIGURES = (
+    *("rfid", "rfid_std", "ifid", "ifid_std", "psnr"),
+    *("gfid", "gfid_std", "gfid_heldout", "gfid_heldout_std"),
+)
 
 
 def _vae(name, rfid, ifid, gfid, se=0.1, seed=0):
@@ -115,6 +118,9 @@ def test_pair_end_to_end_is_the_same_in_one_process_or_two(tmp_path, quick_featu
         for key in FIGURES:
             assert math.isfinite(r1[key]) and r1[key] == r2[key], key
     assert one["verdict"] == two["verdict"]
+    for r in one["vaes"]:  # gFID's sampling standard error, as every probe gFID has
+        assert 0 < r["gfid_std"] < r["gfid"] and r["num_samples"] == settings.num_samples
+    assert math.isfinite(one["verdict"]["gfid_gap_se"])
     # Cached: a repeated call returns the stored result without training again.
     cached = tmp_path / "one" / "seed1" / "kl1e-3-noise0.3.json"
     assert json.loads(cached.read_text())["result"] == one["vaes"][0]
@@ -173,7 +179,7 @@ def test_the_demo_prints_the_pair_with_its_noise_and_verdict(tmp_path, monkeypat
     check = json.loads((ROOT / "ifid_callback" / "demo_pair_check.json").read_text())
     for name in PAIRS[check["shown"]]:
         assert name in printed
-    assert "rFID +- SE" in printed and "gFID (probe)" in printed
+    assert "rFID +- SE" in printed and "gFID +- SE" in printed
     assert "iFID prefers" in printed and "gFID prefers" in printed
     # Every pair of the committed check, with its verdict and counts, whichever is shown.
     for name in (*CANDIDATES, CONTROL):

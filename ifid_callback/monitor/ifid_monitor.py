@@ -6,6 +6,7 @@ the index and evaluate, :mod:`.index_keeper` rebuilds the index when it does not
 :mod:`.eval_set` holds the fixed evaluation images, :mod:`.weights` says which weights an
 evaluation measures (training, EMA, averaged), :mod:`.placement` keeps the metric on the VAE's
 device, :mod:`.evaluation` runs one evaluation, :mod:`.results` keeps the results,
+:mod:`.evaluation_round` evaluates every set of weights of one evaluation,
 :mod:`.persistence` checkpoints them all, :mod:`.metric_setup` builds the metric,
 :mod:`.grid_columns` makes the grid's images.
 
@@ -49,11 +50,11 @@ import torch
 from torch import Tensor, nn
 
 from ifid_callback.distributed import world_and_rank
-from ifid_callback.extras.uncertainty import latest_influences
 from ifid_callback.monitor.best import BestEvaluation
 from ifid_callback.monitor.collect import LATENT_SOURCES, LatentCollector
 from ifid_callback.monitor.eval_set import EvalImages
 from ifid_callback.monitor.evaluation import Evaluator
+from ifid_callback.monitor.evaluation_round import evaluate_weights
 from ifid_callback.monitor.freshness import NeighborAges
 from ifid_callback.monitor.grid_columns import monitor_grid
 from ifid_callback.monitor.index_keeper import IndexKeeper
@@ -61,7 +62,7 @@ from ifid_callback.monitor.metric_setup import build_metric, check_extra_vaes, c
 from ifid_callback.monitor.persistence import load_monitor_state, monitor_state
 from ifid_callback.monitor.placement import Placement
 from ifid_callback.monitor.results import BOOKKEEPING_KEYS, ResultHistory
-from ifid_callback.monitor.schedule import Schedule, is_int
+from ifid_callback.monitor.schedule import Schedule, check_positive
 from ifid_callback.monitor.subsample import SubsampleEncoder
 from ifid_callback.monitor.weights import WeightsSource, weights_by_suffix
 from ifid_callback.vae import VAEAdapter
@@ -203,13 +204,9 @@ class IFIDMonitor:
         max_neighbor_age: int | None = None,
     ) -> None:
         self.schedule = Schedule(refresh_every_n_steps, eval_every_n_steps)
-        for name, value in (
-            ("bank_capacity", bank_capacity),
-            ("eval_batch_size", eval_batch_size),
-            ("grid_rows", grid_rows),
-        ):
-            if not is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        check_positive(
+            bank_capacity=bank_capacity, eval_batch_size=eval_batch_size, grid_rows=grid_rows
+        )
         pinned = torch.device(bank_device) if bank_device is not None else None
         self.collector = LatentCollector(
             latent_source=latent_source,
@@ -276,7 +273,6 @@ class IFIDMonitor:
     steps_observed = property(lambda self: self.schedule.steps_observed)
     last_refresh_step = property(lambda self: self.schedule.last_refresh_step)
     last_eval_step = property(lambda self: self.schedule.last_eval_step)
-    _eval_indices = property(lambda self: self.eval_set.indices)
 
     @property
     def step(self) -> int:
@@ -428,15 +424,7 @@ class IFIDMonitor:
         adapters = {suffix: self._adapter(suffix) for suffix in self.weights}  # checked first
         if step is not None:
             self.step = int(step)
-        world, rank = world_and_rank()
-        values: dict[str, float] = {}
-        for n, (suffix, adapter) in enumerate(adapters.items()):
-            self.index.prepare_evaluation(adapter, first=n == 0, world=world)
-            found = self.evaluator.run(adapter, rank, world, self.placement.place())
-            values.update({f"{key}{suffix}": value for key, value in found.items()})
-            if not suffix:  # the selected weights against the best of their earlier evaluations
-                values.update(self.best.compare_and_keep(latest_influences(self.metric)))
-                values.update(self.ages.summarize(self.metric.last_neighbor_steps, self.step))
+        values = evaluate_weights(self, adapters)
         rows, images = self.index.rows, self.num_eval_images
         result = self.results.record(values, step=self.step, bank_size=rows, num_eval_images=images)
         self.schedule.last_eval_step = int(self.step)

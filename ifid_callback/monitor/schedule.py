@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Schedule"]
+__all__ = ["Schedule", "check_positive", "is_int"]
 
 
 class Schedule:
@@ -79,3 +79,10 @@ def is_int(value: Any) -> bool:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def check_positive(**values: Any) -> None:
+    """Refuse any of ``values`` (name -> value) that is not a positive integer."""
+    for name, value in values.items():
+        if not is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")

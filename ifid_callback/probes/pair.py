@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from .digits_study import DigitsStudySettings
+from .pair_report import demo_summary, format_check, format_pair, outcome_sentence, write_check
+from .pair_verdict import CANDIDATES, CONTROL, DESCRIPTIONS, PAIRS, holds, summarize_check, verdict
 
 __all__ = [
     "CANDIDATES",
@@ -50,30 +52,6 @@ __all__ = [
     "verdict",
     "write_check",
 ]
-
-#: The pairs of the check, named; the first VAE is the one iFID is expected to prefer.
-PAIRS: dict[str, tuple[str, str]] = {
-    "noise-vs-align1": ("kl1e-3-noise0.3", "kl1e-3-align1"),
-    "noise-vs-align0.1": ("kl1e-3-noise0.3", "kl1e-3-align0.1"),
-    "control": ("ae", "ae-shuffle-b2"),
-}
-#: Natural candidates in the order fixed before the check ran; the demo shows the first that held.
-CANDIDATES: tuple[str, ...] = ("noise-vs-align1", "noise-vs-align0.1")
-#: The positive control, shown when no natural candidate holds (rFID equal by construction).
-CONTROL = "control"
-#: What each VAE of the pairs is, in words (the demo prints it).
-DESCRIPTIONS: dict[str, str] = {
-    "kl1e-3-noise0.3": "KL 1e-3 and latent-noise augmentation (std 0.3 of the latent's own)",
-    "kl1e-3-align1": "KL 1e-3 and a VA-VAE-style alignment of the latent to a digit "
-    "classifier's feature maps (weight 1)",
-    "kl1e-3-align0.1": "KL 1e-3 and a VA-VAE-style alignment of the latent to a digit "
-    "classifier's feature maps (weight 0.1)",
-    "ae": "a plain autoencoder (reconstruction loss only)",
-    "ae-shuffle-b2": "the same autoencoder with an invertible local shuffle of latent values "
-    "after its encoder, undone before its decoder: identical reconstructions",
-}
-
-_FIGURES = ("rfid", "ifid", "gfid")
 
 
 def _recipe_key(settings: DigitsStudySettings) -> dict[str, Any]:
@@ -107,17 +85,19 @@ def measure_member(
     call, or an interrupted check, costs nothing.
 
     Returns:
-        ``{"vae", "seed", "rfid", "rfid_std", "ifid", "ifid_std", "psnr", "gfid",
-        "gfid_heldout", "probe_loss", "seconds"}``; FIDs in the digit classifier's feature
-        space, standard errors by the infinitesimal jackknife over the 397 held-out queries,
+        ``{"vae", "seed", "rfid", "rfid_std", "ifid", "ifid_std", "psnr", "gfid", "gfid_std",
+        "gfid_heldout", "gfid_heldout_std", "num_samples", "probe_loss", "seconds"}``; FIDs in
+        the digit classifier's feature space; ``*_std`` are standard errors by the
+        infinitesimal jackknife (rFID, iFID: over the 397 held-out queries; gFID: over the
+        generated samples, reference fixed, :func:`~ifid_callback.probes.gfid_error.gfid_with_error`);
         PSNR in dB.
     """
     from ..bank import LatentBank
     from ..data import EmbeddedDigits
     from ..metric import InterpolatedFID
     from ..vae import VAEAdapter
-    from .fid import fid_from_features
     from .gfid import generated_features
+    from .gfid_error import gfid_with_error
     from .train import ProbeTrainConfig, train_probe
     from .zoo import load_vae_checkpoint
 
@@ -128,6 +108,7 @@ def measure_member(
         "seed": seed,
         "recipe": _recipe_key(settings),
         "feature": info.get("key", type(feature).__name__),
+        "format": 2,  # 2: gFID standard errors
     }
     if cache.is_file():
         saved = json.loads(cache.read_text())
@@ -167,6 +148,8 @@ def measure_member(
     )
     with torch.no_grad():
         real_train, real_held_out = feature(train).numpy(), feature(held_out).numpy()
+    gfid = gfid_with_error(samples, real_train)
+    gfid_heldout = gfid_with_error(samples, real_held_out)
     tail = [v for _, v in probe.loss_history[-5:]]
     result = {
         "vae": name,
@@ -176,8 +159,11 @@ def measure_member(
         "ifid": scores["ifid"],
         "ifid_std": scores["ifid_std"],
         "psnr": scores["psnr"],
-        "gfid": fid_from_features(samples, real_train),
-        "gfid_heldout": fid_from_features(samples, real_held_out),
+        "gfid": gfid["gfid"],
+        "gfid_std": gfid["gfid_se"],
+        "gfid_heldout": gfid_heldout["gfid"],
+        "gfid_heldout_std": gfid_heldout["gfid_se"],
+        "num_samples": gfid["num_samples"],
         "probe_loss": float(np.mean(tail)) if tail else math.nan,
         "seconds": time.time() - started,
     }
@@ -316,50 +302,6 @@ def run_pair(
     return {"pair": pair, "seed": seed, "vaes": [a, b], "verdict": verdict(a, b)}
 
 
-def _prefers(a: dict[str, Any], b: dict[str, Any], key: str) -> str | None:
-    # Equal up to float rounding is a tie: an invertible latent map leaves reconstructions, and
-    # so rFID, the same by construction (relative spread ~1e-7).
-    if math.isclose(a[key], b[key], rel_tol=1e-5):
-        return None
-    return a["vae"] if a[key] < b[key] else b["vae"]
-
-
-def verdict(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Which VAE each metric prefers (lower is better) and whom the probe sided with.
-
-    Returns ``{"rfid_prefers", "ifid_prefers", "gfid_prefers", "gfid_heldout_prefers"}`` (a VAE
-    name, or None for an exact tie, as rFID under an invertible map), ``"disagree"`` (rFID and
-    iFID prefer different VAEs) and ``"probe_sides_with"`` (``"iFID"``, ``"rFID"`` or None when
-    they agree or tie), and the gaps ``b - a`` of each figure in units of their standard error
-    where one is known.
-    """
-    out: dict[str, Any] = {f"{k}_prefers": _prefers(a, b, k) for k in (*_FIGURES, "gfid_heldout")}
-    r, i, g = out["rfid_prefers"], out["ifid_prefers"], out["gfid_prefers"]
-    out["disagree"] = r is not None and i is not None and r != i
-    out["probe_sides_with"] = None
-    if out["disagree"]:
-        out["probe_sides_with"] = "iFID" if g == i else "rFID"
-    for key in ("rfid", "ifid"):
-        se = math.hypot(a[f"{key}_std"], b[f"{key}_std"])
-        out[f"{key}_gap_se"] = (b[key] - a[key]) / se if se > 0 else math.nan
-    return out
-
-
-def holds(runs: Sequence[dict[str, Any]], control: bool = False) -> bool:
-    """The check's criterion over seeds: a natural pair holds if in every run rFID and iFID
-    disagree and gFID sides with iFID; the control holds if iFID and gFID agree in every run."""
-    if not runs:
-        return False
-    for run in runs:
-        v = run["verdict"]
-        if control:
-            if v["ifid_prefers"] is None or v["ifid_prefers"] != v["gfid_prefers"]:
-                return False
-        elif not (v["disagree"] and v["probe_sides_with"] == "iFID"):
-            return False
-    return True
-
-
 def check_pairs(
     seeds: Sequence[int],
     settings: DigitsStudySettings,
@@ -408,197 +350,3 @@ def check_pairs(
     held = [p for p in pairs if p != CONTROL and out["pairs"][p]["holds"]]
     out["shown"] = held[0] if held else CONTROL
     return out
-
-
-def summarize_check(check: dict[str, Any], pair: str) -> dict[str, Any]:
-    """Per VAE of ``pair``: mean and standard deviation (ddof 1) over the check's seeds of
-    rFID, iFID, gFID and gFID held-out, and how many seeds showed the pair's outcome."""
-    entry = check["pairs"][pair]
-    per_vae = {}
-    for i, name in enumerate(entry["vaes"]):
-        rows = [run["vaes"][i] for run in entry["runs"]]
-        stats = {}
-        for key in (*_FIGURES, "gfid_heldout", "psnr"):
-            values = np.array([r[key] for r in rows], dtype=np.float64)
-            stats[key] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
-            }
-        per_vae[name] = stats
-    runs = entry["runs"]
-    return {
-        "pair": pair,
-        "seeds": len(runs),
-        "disagree": sum(r["verdict"]["disagree"] for r in runs),
-        "sided_with_ifid": sum(r["verdict"]["probe_sides_with"] == "iFID" for r in runs),
-        "ifid_matches_gfid": sum(
-            r["verdict"]["ifid_prefers"] == r["verdict"]["gfid_prefers"] for r in runs
-        ),
-        "rfid_matches_gfid": sum(
-            r["verdict"]["rfid_prefers"] == r["verdict"]["gfid_prefers"] for r in runs
-        ),
-        "holds": entry["holds"],
-        "vaes": per_vae,
-    }
-
-
-def format_pair(result: dict[str, Any], spread: dict[str, Any] | None = None) -> str:
-    """The demo's table for one run of a pair, and its verdict in words.
-
-    ``spread`` (from :func:`summarize_check`) adds each figure's standard deviation over the
-    committed check's seeds: the noise of re-running everything with another seed.
-    """
-
-    def pm(value: float, err: float) -> str:
-        return f"{value:.2f} +- {err:.2f}" if math.isfinite(err) else f"{value:.2f}"
-
-    def row(name: str, cells: Sequence[str]) -> str:
-        widths = (15, 15, 7, 12, 13)
-        return f"{name:<18}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths))
-
-    lines = [
-        row("VAE", ("rFID +- SE", "iFID +- SE", "PSNR dB", "gFID (probe)", "gFID held-out")),
-        row("-" * 18, ["-" * w for w in (15, 15, 7, 12, 13)]),
-    ]
-    for r in result["vaes"]:
-        lines.append(
-            row(
-                r["vae"],
-                (
-                    pm(r["rfid"], r["rfid_std"]),
-                    pm(r["ifid"], r["ifid_std"]),
-                    f"{r['psnr']:.2f}",
-                    f"{r['gfid']:.2f}",
-                    f"{r['gfid_heldout']:.2f}",
-                ),
-            )
-        )
-    if spread is not None:
-        lines.append(
-            f"std over the {spread['seeds']} seeds of the committed check (the noise of "
-            "re-running everything with another seed):"
-        )
-        for name, stats in spread["vaes"].items():
-            keys = ("rfid", "ifid", "psnr", "gfid", "gfid_heldout")
-            lines.append(row(name, [f"{stats[k]['std']:.2f}" for k in keys]))
-    a, b = result["vaes"]
-    v = result["verdict"]
-    lines.append("")
-    lines.append(_sentence("rFID", v["rfid_prefers"], a, b, "rfid"))
-    lines.append(_sentence("iFID", v["ifid_prefers"], a, b, "ifid"))
-    lines.append(_sentence("gFID", v["gfid_prefers"], a, b, "gfid"))
-    if v["disagree"]:
-        lines.append(
-            f"rFID and iFID disagree; the diffusion probe sides with {v['probe_sides_with']}."
-        )
-    elif v["rfid_prefers"] is None:
-        agree = v["ifid_prefers"] == v["gfid_prefers"]
-        lines.append(
-            "rFID cannot tell them apart; the diffusion probe "
-            + ("agrees with iFID." if agree else "disagrees with iFID.")
-        )
-    else:
-        lines.append("In this run rFID and iFID prefer the same VAE.")
-    return "\n".join(lines)
-
-
-def _sentence(label: str, preferred: str | None, a: dict, b: dict, key: str) -> str:
-    if preferred is None:
-        return f"{label}: a tie ({a[key]:.2f} and {b[key]:.2f})."
-    best, other = (a, b) if preferred == a["vae"] else (b, a)
-    return f"{label} prefers {best['vae']} ({best[key]:.2f} vs {other[key]:.2f})."
-
-
-def outcome_sentence(summary: dict[str, Any]) -> str:
-    """``"holds: ..."`` or ``"fails: ..."``: the criterion on a pair over the check's seeds, with
-    its counts (``summary`` from :func:`summarize_check`)."""
-    n, verdict_word = summary["seeds"], "holds" if summary["holds"] else "fails"
-    tail = (
-        f"gFID prefers the VAE that iFID prefers in {summary['ifid_matches_gfid']}/{n} seeds and "
-        f"the one that rFID prefers in {summary['rfid_matches_gfid']}/{n} (a tie counts for "
-        "neither)"
-    )
-    if summary["pair"] == CONTROL:
-        return f"{verdict_word} (rFID equal by construction): {tail}."
-    return (
-        f"{verdict_word}: rFID and iFID disagree in {summary['disagree']}/{n} seeds, and gFID "
-        f"sides with iFID in {summary['sided_with_ifid']} of them; {tail}."
-    )
-
-
-def format_check(check: dict[str, Any]) -> str:
-    """The check as markdown: per pair, a row per seed and VAE, the per-VAE mean +- std over
-    seeds, and whether the criterion held."""
-    lines = [
-        f"Seeds: {', '.join(str(s) for s in check['seeds'])}. Shown by the demo: "
-        f"**{check['shown']}**.",
-        "",
-    ]
-    for pair, entry in check["pairs"].items():
-        a, b = entry["vaes"]
-        summary = summarize_check(check, pair)
-        kind = "positive control" if pair == CONTROL else "natural candidate"
-        lines += [f"### `{pair}`: `{a}` vs `{b}` ({kind})", ""]
-        lines += [f"Criterion {outcome_sentence(summary)}", ""]
-        lines += [
-            "| seed | VAE | rFID +- SE | iFID +- SE | PSNR dB | gFID | gFID held-out | "
-            "probe prefers |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for run in entry["runs"]:
-            v = run["verdict"]
-            side = v["probe_sides_with"] or ("(no disagreement)" if not v["disagree"] else "")
-            for r in run["vaes"]:
-                lines.append(
-                    f"| {run['seed']} | `{r['vae']}` | {r['rfid']:.2f} +- {r['rfid_std']:.2f} | "
-                    f"{r['ifid']:.2f} +- {r['ifid_std']:.2f} | {r['psnr']:.2f} | "
-                    f"{r['gfid']:.2f} | {r['gfid_heldout']:.2f} | "
-                    f"{side if r is run['vaes'][0] else ''} |"
-                )
-        lines += [
-            "",
-            "| VAE | rFID | iFID | PSNR dB | gFID | gFID held-out |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, stats in summary["vaes"].items():
-            cells = " | ".join(
-                f"{stats[k]['mean']:.2f} +- {stats[k]['std']:.2f}"
-                for k in ("rfid", "ifid", "psnr", "gfid", "gfid_heldout")
-            )
-            lines.append(f"| `{name}` (mean +- std over seeds) | {cells} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_check(check: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``results.md`` (:func:`format_check`) and ``results.json`` (the check, with each
-    pair's :func:`summarize_check`) into ``out_dir``; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = {**check, "summaries": {p: summarize_check(check, p) for p in check["pairs"]}}
-    paths = {
-        "markdown": out / "results.md",
-        "json": out / "results.json",
-        "summary": out / "summary.json",
-    }
-    paths["markdown"].write_text(format_check(check) + "\n")
-    paths["json"].write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    paths["summary"].write_text(json.dumps(demo_summary(check), indent=2, sort_keys=True) + "\n")
-    return paths
-
-
-def demo_summary(check: dict[str, Any]) -> dict[str, Any]:
-    """What the demo needs of a check: the pair it shows, whether each pair held, the recipe and
-    feature network it ran with, and the shown pair's :func:`summarize_check`."""
-    return {
-        "seeds": list(check["seeds"]),
-        "shown": check["shown"],
-        "holds": {p: entry["holds"] for p, entry in check["pairs"].items()},
-        "recipe": check["recipe"],
-        "feature_key": check["feature_network"].get("key"),
-        "summary": summarize_check(check, check["shown"]),
-        "counts": {
-            p: {k: v for k, v in summarize_check(check, p).items() if k != "vaes"}
-            for p in check["pairs"]
-        },
-    }
