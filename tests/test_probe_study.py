@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ifid_callback.probes.cli import main
+from ifid_callback.probes.gfid_error import gfid_influence
 from ifid_callback.probes.study import StudyConfig, load_study, run_study
 from ifid_callback.probes.zoo import ZooMember, load_vae_checkpoint, train_zoo
 from ifid_callback.tiny_vae import TinyVAE, TinyVAEConfig
@@ -104,6 +105,7 @@ def test_smoke_study_resumes_and_writes_every_output(zoo, tmp_path):
         "gfid",
         "gfid_se",
         "gfid_t=0.5",
+        "gfid_t_se=0.5",
         "irs",
         "split_half",
     }
@@ -127,6 +129,12 @@ def test_smoke_study_resumes_and_writes_every_output(zoo, tmp_path):
         for key in ("rfid", "ifid", "psnr", "gfid"):
             assert np.isfinite(row[key])
         assert set(row["gfid_t"]) == {"0.5"}
+        # gFID(t)'s standard error: the influence SE over the regenerated samples (one seed).
+        regen = np.load(tmp_path / "vaes" / row["name"] / "features_regen_t0.5.npy")
+        held_out = np.load(tmp_path / "real" / "eval_features.npy")
+        reference = gfid_influence(regen, held_out)
+        assert row["gfid_t"]["0.5"] == pytest.approx(float(reference.value), rel=1e-9)
+        assert row["gfid_t_se"]["0.5"] == pytest.approx(reference.std_error, rel=1e-12)
         assert 0 < row["irs"]["irs"] <= 1
     report = tmp_path / "report"
     for name in (
@@ -161,7 +169,7 @@ def test_changed_settings_redo_only_dependent_stages(zoo, tmp_path):
     n = len(_events(tmp_path))
     config.t_grid = [0.5, 0.3]
     run_study(config, feature=CrashingFeatures(None), progress=False, log=None, report=False)
-    assert [e["stage"] for e in _events(tmp_path)[n:]] == ["gfid_t=0.3"]
+    assert [e["stage"] for e in _events(tmp_path)[n:]] == ["gfid_t=0.3", "gfid_t_se=0.3"]
 
 
 def test_study_ifid_matches_the_metric(zoo, tmp_path):

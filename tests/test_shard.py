@@ -107,6 +107,42 @@ def test_a_job_another_process_is_on_is_waited_for(tmp_path):
     assert log == ["a (other)", "b"]
 
 
+def test_wait_for_all_leaves_every_shard_with_every_job_done_once(tmp_path):
+    # A stage every process needs whole (the natural family's VAEs before its study): each
+    # shard does its own jobs, then waits for, or does, the others'; no job runs twice.
+    log: list[str] = []
+    lock = threading.Lock()
+
+    def job(name: str) -> Job:
+        def run() -> None:
+            time.sleep(0.05)
+            with lock:
+                log.append(name)
+
+        return Job(name, run)
+
+    jobs = [job(n) for n in "abcdef"]
+    seen: dict[int, list[bool]] = {}
+
+    def shard(i: int) -> None:
+        board = JobBoard(tmp_path, Shard(i, 2), **FAST)
+        run_jobs(jobs, board, wait_for_all=True)
+        seen[i] = [board.done(j.name) for j in jobs]
+
+    threads = [threading.Thread(target=shard, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(log) == list("abcdef")  # each once
+    assert seen == {0: [True] * 6, 1: [True] * 6}
+    # Alone (the other shard never started), a shard does everything itself.
+    alone: list[str] = []
+    jobs = [Job(n, lambda n=n: alone.append(n)) for n in "xyz"]
+    run_jobs(jobs, JobBoard(tmp_path / "alone", Shard(1, 3), **FAST), wait_for_all=True)
+    assert alone == ["y", "x", "z"]
+
+
 def test_stale_and_orphaned_claims_are_taken_over(tmp_path):
     board = JobBoard(tmp_path, Shard(0, 2), **FAST)
     claim = tmp_path / "x.claim"

@@ -161,6 +161,7 @@ def run_probe_seed(
     se = stages.run(f"gfid_se{suffix}", {**gfid_key, "se": "influence"}, gfid_se_stage)
 
     gfid_t: dict[str, float] = {}
+    gfid_t_se: dict[str, float] = {}
     for t in config.t_grid:
         label = f"{float(t):g}"
 
@@ -186,6 +187,18 @@ def run_probe_seed(
         gfid_t[label] = stages.run(
             f"gfid_t={label}{suffix}", {**sample_key, "t": float(t)}, gfid_t_stage
         )["gfid_t"]
+
+        def gfid_t_se_stage(label: str = label) -> dict[str, Any]:
+            # As gFID's: over the regenerated samples, the held-out reference held fixed.
+            feats = load_array(vae_dir / f"features_regen_t{label}{file_suffix}.npy")
+            real = load_array(real_dir / "eval_features.npy")
+            return {"gfid_t_se": gfid_influence(feats, real).std_error}
+
+        gfid_t_se[label] = stages.run(
+            f"gfid_t_se={label}{suffix}",
+            {**sample_key, "t": float(t), "se": "influence"},
+            gfid_t_se_stage,
+        )["gfid_t_se"]
 
     def irs_stage() -> dict[str, Any]:
         feats = load_array(samples_file)
@@ -216,5 +229,6 @@ def run_probe_seed(
         "gfid_heldout": gf["gfid_heldout"],
         **se,
         "gfid_t": gfid_t,
+        "gfid_t_se": gfid_t_se,
         "irs": irs,
     }

@@ -33,7 +33,7 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
         "gFID per seed (± SE)",
         "gFID held-out",
         "time shift",
-        *[f"gFID(t={t:g})" for t in ts],
+        *[c for t in ts for c in (f"gFID(t={t:g})", f"gFID(t={t:g}) SE")],
         "IRS",
         "IRS_inf",
         "IRS_inf 95%",
@@ -55,7 +55,11 @@ def table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
                 _per_seed(r),
                 r.get("gfid_heldout"),
                 "none" if r.get("time_shift") is None else f"{float(r['time_shift']):.3g}",
-                *[r["gfid_t"].get(f"{t:g}") for t in ts],
+                *[
+                    v
+                    for t in ts
+                    for v in (r["gfid_t"].get(f"{t:g}"), (r.get("gfid_t_se") or {}).get(f"{t:g}"))
+                ],
                 irs["irs"],
                 irs["irs_inf"],
                 f"[{_fmt(irs['irs_inf_low'], 3)}, {_fmt(irs['irs_inf_high'], 3)}]",

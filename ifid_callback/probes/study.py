@@ -182,7 +182,11 @@ def _merge(
         row = run_vae(config, spec, name, feat, out, events, progress)
         assert row is not None
         rows.append(row)
-        ts = " ".join(f"{t}:{v:.1f}" for t, v in row["gfid_t"].items())
+        t_se = row.get("gfid_t_se") or {}
+        ts = " ".join(
+            f"{t}:{v:.1f}" + (f"±{t_se[t]:.1f}" if t in t_se else "")
+            for t, v in row["gfid_t"].items()
+        )
         spread = row.get("gfid_seed_std")
         noise = f" ± {row['gfid_se']:.2f}" + ("" if spread is None else f" (seed sd {spread:.2f})")
         say(

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from .ablation import ifid_ablation
 from .fid import fid_from_features
-from .gfid_error import seed_fields
+from .gfid_error import seed_fields, seed_summary
 from .probe_seed import run_probe_seed
 from .stages import Stages, finish_array, load_array, open_memmap
 from .study_config import StudyConfig, feature_key
@@ -270,6 +270,12 @@ def run_vae(
         **seed_fields(seeds_out),  # sampling standard errors and the spread over probe seeds
         "gfid_t": {t: float(np.mean([s["gfid_t"][t] for s in seeds_out])) for t in ts},
         "gfid_t_seeds": {t: [s["gfid_t"][t] for s in seeds_out] for t in ts},
+        "gfid_t_se": {  # sampling standard error of the seed mean, as gfid_se
+            t: seed_summary(
+                [s["gfid_t"][t] for s in seeds_out], [s["gfid_t_se"][t] for s in seeds_out]
+            )["se"]
+            for t in ts
+        },
         "irs": first["irs"],
         "ifid_ablation": ablation,
     }
