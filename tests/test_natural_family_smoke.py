@@ -67,7 +67,7 @@ def test_natural_family_smoke(tmp_path):
     )
     assert payload["analysis"]["decision"] == analysis["decision"]
     report = (out / "analysis" / "results.md").read_text()
-    assert "Decision (pre-registered rule)" in report and "`num_samples`: design 20000" in report
+    assert "Decision (pre-registered rule)" in report and "`num_samples`: design 10000" in report
     with pytest.raises(ValueError, match="differs from the design"):
         publish_natural_family(out, tmp_path / "docs")
 

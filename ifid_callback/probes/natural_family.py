@@ -131,7 +131,7 @@ class NaturalFamilySettings:
         default_factory=lambda: {"depth": 3, "hidden_size": 128, "num_heads": 4}
     )
     second_seed_fraction: float = 1.0 / 3.0
-    num_samples: int = 20_000
+    num_samples: int = 10_000
     sampling_steps: int = 25
     sampler: str = "euler"
     t_grid: list[float] = field(default_factory=lambda: [0.3, 0.6])
