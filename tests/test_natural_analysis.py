@@ -147,7 +147,7 @@ def test_report_and_publish(tmp_path):
     text = format_natural_report(strict_json(_payload(analysis)))
     assert "Decision (pre-registered rule): iFID ranks natural VAEs" in text
     assert "Dropped `kl3e-1-16x2x2`" in text and "**holds**" in text
-    assert "None: the run used the pre-registered settings." in text
+    assert "None: the run used the pre-registered settings, as amended before the run" in text
     failed = format_natural_report(strict_json(_payload(None, control_holds=False)))
     assert "**Not analysed:**" in failed and "Decision" not in failed
 

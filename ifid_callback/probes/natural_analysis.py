@@ -270,7 +270,10 @@ def format_natural_report(payload: Mapping[str, Any]) -> str:
         ]
         lines += ["", "(Give the reason for each change here.)"]
     else:
-        lines += ["None: the run used the pre-registered settings."]
+        lines += [
+            "None: the run used the pre-registered settings, as amended before the run "
+            "(DESIGN.md's closing section lists each change with its reason)."
+        ]
     lines += ["", "## Pipeline checks (outside the analysis)", ""]
     control = payload.get("control")
     if control is None:
